@@ -1,0 +1,1 @@
+"""The admin side: the local stack launcher (OpenSearch, Triton, adapter) and the bootstrap reconciler."""

@@ -1,0 +1,200 @@
+"""Run one OpenSearch node from a distribution built by `opensearch_dist`, as a child process.
+
+Each node gets its own config directory under its data directory (OPENSEARCH_PATH_CONF), so the
+shared distribution is never written to and several nodes (the `make up` one on 9200, a test's on
+free ports) can run side by side. Everything a node writes, logs included, stays under `data_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from bootstrap.opensearch_dist import find_java_home
+from bootstrap.processes import log_tail, port_open
+
+# OpenSearch refuses to start as root, and it learns the uid through JNA only: with JNA's native
+# library made unloadable, the check is skipped (with a warning). CI and these dev machines run
+# everything as root. What is lost is mlockall and the seccomp filter, which a dev/test node on
+# loopback does without; the plugins used here (k-NN's lucene engine, remote ML models) need no JNA.
+_NO_JNA = "-Djna.nosys=true\n-Djna.noclasspath=true\n-Djna.boot.library.path=/nonexistent\n"
+
+
+class NodeError(RuntimeError):
+    """The node did not come up (or not in time); the message carries the tail of its logs."""
+
+
+class OpenSearchNode:
+    """A single-node, security-less OpenSearch bound to 127.0.0.1.
+
+    `settings` are added to `opensearch.yml` (e.g. the ML Commons trusted-endpoint regex).
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        data_dir: Path,
+        http_port: int = 9200,
+        transport_port: int = 9300,
+        heap: str = "1g",
+        cluster_name: str = "visual-search",
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.home = Path(home).resolve()
+        self.data_dir = Path(data_dir).resolve()
+        self.http_port = http_port
+        self.transport_port = transport_port
+        self.heap = heap
+        self.cluster_name = cluster_name
+        self.settings = dict(settings or {})
+        self.conf_dir = self.data_dir / "config"
+        self.logs_dir = self.data_dir / "logs"
+        self.console_log = self.logs_dir / "console.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # --- config -------------------------------------------------------------------------------------
+
+    def _opensearch_yml(self) -> str:
+        base: dict[str, Any] = {
+            "cluster.name": self.cluster_name,
+            "node.name": f"{self.cluster_name}-{self.http_port}",
+            "discovery.type": "single-node",
+            "network.host": "127.0.0.1",
+            "http.port": self.http_port,
+            "transport.port": self.transport_port,
+            "path.data": str(self.data_dir / "data"),
+            "path.logs": str(self.logs_dir),
+            # A dev box's disk may be fuller than the watermarks; replicas would never be assigned.
+            "cluster.routing.allocation.disk.threshold_enabled": False,
+            # Single node: ML Commons must run models on it even though it is not a dedicated ML node.
+            "plugins.ml_commons.only_run_on_ml_node": False,
+        }
+        base.update(self.settings)
+        # JSON scalars and lists are valid YAML, so no YAML library is needed.
+        return "".join(f"{key}: {json.dumps(value)}\n" for key, value in base.items())
+
+    def _jvm_options(self) -> str:
+        """The distribution's options with our heap, and its relative paths (cwd-dependent) made absolute."""
+        lines = []
+        for line in (self.home / "config" / "jvm.options").read_text().splitlines():
+            if line.startswith(("-Xms", "-Xmx")):
+                continue
+            line = line.replace("HeapDumpPath=data", f"HeapDumpPath={self.data_dir}")
+            lines.append(line.replace("logs/", f"{self.logs_dir}/"))
+        lines += [f"-Xms{self.heap}", f"-Xmx{self.heap}"]
+        return "\n".join(lines) + "\n"
+
+    def write_config(self) -> None:
+        """A fresh per-node copy of `config/` (plugins keep their config there too)."""
+        shutil.rmtree(self.conf_dir, ignore_errors=True)
+        shutil.copytree(self.home / "config", self.conf_dir)
+        (self.conf_dir / "opensearch.yml").write_text(self._opensearch_yml())
+        (self.conf_dir / "jvm.options").write_text(self._jvm_options())
+        if os.geteuid() == 0:
+            (self.conf_dir / "jvm.options.d" / "run-as-root.options").write_text(_NO_JNA)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{self.url}/_cluster/health", timeout=5) as resp:
+                return dict(json.load(resp))
+        except (OSError, ValueError):
+            return None
+
+    def _fail(self, why: str) -> NodeError:
+        server_log = self.logs_dir / f"{self.cluster_name}.log"
+        return NodeError(
+            f"OpenSearch on port {self.http_port} {why}.\n--- {self.console_log} ---\n"
+            f"{log_tail(self.console_log)}\n--- {server_log} ---\n{log_tail(server_log, 20)}"
+        )
+
+    def start(self, timeout_s: float = 180) -> Self:
+        """Start the node and wait until the cluster is yellow or green."""
+        if self.running():
+            return self
+        for port in (self.http_port, self.transport_port):
+            if port_open(port):
+                raise NodeError(f"port {port} is already in use (another OpenSearch running?)")
+        if not (self.home / "bin" / "opensearch").is_file():
+            raise NodeError(f"{self.home} is not an OpenSearch distribution (run ensure_distribution)")
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        tmp_dir = self.data_dir / "tmp"  # else the launcher leaves a fresh /tmp/opensearch-* per start
+        tmp_dir.mkdir(exist_ok=True)
+        env = {
+            **os.environ,
+            "JAVA_HOME": str(find_java_home()),
+            "OPENSEARCH_PATH_CONF": str(self.conf_dir),
+            "OPENSEARCH_TMPDIR": str(tmp_dir),
+        }
+        env.pop("OPENSEARCH_JAVA_HOME", None)
+        pid_file = self.data_dir / "opensearch.pid"
+        with self.console_log.open("ab") as log:
+            # bin/opensearch execs java in the foreground, so our child is the JVM itself. Its own
+            # session keeps Ctrl-C in a terminal from reaching it before stop() can do it cleanly.
+            self._proc = subprocess.Popen(
+                [str(self.home / "bin" / "opensearch"), "-p", str(pid_file)],
+                cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise self._fail(f"exited with code {code} while starting")
+            status = (self.health() or {}).get("status")
+            if status in ("yellow", "green"):
+                return self
+            time.sleep(1)
+        error = self._fail(f"was not yellow/green after {timeout_s:.0f}s")
+        self.stop()
+        raise error
+
+    def stop(self, timeout_s: float = 60) -> None:
+        """SIGTERM (OpenSearch flushes and closes cleanly), SIGKILL after `timeout_s`; wait for the port."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and port_open(self.http_port):
+            time.sleep(0.2)
+        with contextlib.suppress(OSError):
+            (self.data_dir / "opensearch.pid").unlink()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

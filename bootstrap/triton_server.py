@@ -1,0 +1,125 @@
+"""Runs the embedded Triton (the `tritonserver` binary and python backend from the nvidia-pytriton wheel).
+
+Two facts from DESIGN.md §7 shape this file: the python stub must run inside the project's venv (numpy < 2,
+our packages importable), and it needs the shared libpython of that interpreter on LD_LIBRARY_PATH.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from bootstrap.processes import StartupError, stop_pid, wait_until
+
+STUB_NAME = "triton_python_backend_stub"
+
+
+def pytriton_server_dir() -> Path:
+    """The folder of the server shipped inside the pytriton wheel."""
+    try:
+        import pytriton
+    except ImportError as exc:  # pragma: no cover - only without the dependency
+        raise StartupError("nvidia-pytriton is not installed in this environment (run `make venv`)") from exc
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def prepare_backends(cache: Path) -> Path:
+    """Lays out a backend directory whose python backend carries the stub for this interpreter's version."""
+    src = pytriton_server_dir()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = src / "python_backend_stubs" / version / STUB_NAME
+    if not stub.exists():
+        raise StartupError(f"the pytriton wheel has no python backend stub for Python {version}: {stub}")
+    backends = cache / "triton" / "backends"
+    python_dir = backends / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for item in [*(src / "backends" / "python").glob("*.*"), stub]:
+        target = python_dir / item.name
+        if not target.exists() or target.stat().st_size != item.stat().st_size:
+            shutil.copy2(item, target)
+    return backends
+
+
+def server_env() -> dict[str, str]:
+    """The environment the stub needs: this venv first on PATH, and libpython on LD_LIBRARY_PATH."""
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", "")])
+    env["VIRTUAL_ENV"] = str(Path(sys.prefix))
+    libpython = str(Path(sys.base_prefix) / "lib")
+    # the stub we copy out of the wheel still needs the wheel's bundled libraries (libcudart & co.)
+    wheel_libs = str(pytriton_server_dir().parent.parent / "nvidia_pytriton.libs")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in [libpython, wheel_libs, env.get("LD_LIBRARY_PATH", "")] if p)
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [repo_root, env.get("PYTHONPATH", "")] if p)
+    # Each python-backend model runs in its own stub process; keep their thread pools small on small machines.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+class TritonServer:
+    """One tritonserver process bound to 127.0.0.1 on the given ports."""
+
+    def __init__(self, repository: Path, cache: Path, http_port: int, grpc_port: int, metrics_port: int,
+                 log_file: Path) -> None:
+        self.repository = repository
+        self.cache = cache
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.metrics_port = metrics_port
+        self.log_file = log_file
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def command(self) -> list[str]:
+        binary = pytriton_server_dir() / "bin" / "tritonserver"
+        return [
+            str(binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={prepare_backends(self.cache)}",
+            "--http-address=127.0.0.1", f"--http-port={self.http_port}",
+            "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
+            "--metrics-address=127.0.0.1", f"--metrics-port={self.metrics_port}",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+            "--exit-timeout-secs=10",
+            # python backend tensors travel through /dev/shm; start big enough for a batch of 640x640 inputs
+            "--backend-config=python,shm-default-byte-size=67108864",
+            "--backend-config=python,shm-growth-byte-size=67108864",
+        ]
+
+    def start(self, timeout_s: float = 300) -> TritonServer:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_file.open("ab")
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_env(),
+                                     start_new_session=True)
+        wait_until(self.ready, self.proc, timeout_s, f"tritonserver (HTTP {self.http_port})", self.log_file)
+        return self
+
+    def ready(self) -> bool:
+        return httpx.get(f"http://{self.http_url}/v2/health/ready", timeout=2).status_code == 200
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            stop_pid(self.proc.pid)
+        self.proc = None
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""Pieces every room of the project shares: the config and the exported models' facts."""

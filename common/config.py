@@ -1,0 +1,190 @@
+"""The one config: `visual-search.yaml`, validated, every key overridable from the environment.
+
+Environment variables win over the file so CI, tests and operators can move ports and URLs without
+editing it: `VS_<SECTION>__<KEY>` (for example `VS_OPENSEARCH__URL`). `VS_CONFIG` points at another file.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "visual-search.yaml"
+
+
+class ConfigError(RuntimeError):
+    """A config file or key that cannot be used; the message names the file and the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenSearchSettings(_Section):
+    version: str = "2.19.1"
+    url: str = "http://127.0.0.1:9200"
+    username: str | None = None
+    password: str | None = None
+    verify_certs: bool = False
+    heap: str = "1g"
+    transport_port: int = 9300
+
+    @property
+    def http_port(self) -> int:
+        from urllib.parse import urlparse
+
+        return urlparse(self.url).port or 9200
+
+
+class TritonSettings(_Section):
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    max_batch_size: int = Field(16, ge=1)
+    preferred_batch_sizes: list[int] = [4, 8, 16]
+    max_queue_delay_us: int = Field(2000, ge=0)
+    instances: int = Field(1, ge=1)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+
+class AdapterSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 8200
+    public_url: str | None = None
+    max_image_bytes: int = Field(20_000_000, gt=0)
+    url_fetch_timeout_s: float = Field(10, gt=0)
+    url_fetch_allow_private: bool = False
+
+    @property
+    def url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+class ModelSettings(_Section):
+    clip_variant: str = "MobileCLIP2-S2"
+    clip_weights: str | None = None
+    yolo_variant: str = "yolo11s"
+    yolo_weights: str | None = None
+    conf_threshold: float = Field(0.25, ge=0, le=1)
+    iou_threshold: float = Field(0.45, ge=0, le=1)
+    max_det: int = Field(100, ge=1, le=1000)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+
+    @field_validator("clip_variant")
+    @classmethod
+    def _known_variant(cls, value: str) -> str:
+        known = {"MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-B", "MobileCLIP2-S3", "MobileCLIP2-S4",
+                 "MobileCLIP2-L-14"}
+        if value not in known:
+            raise ValueError(f"unknown MobileCLIP2 variant {value!r}; choose one of {sorted(known)}")
+        return value
+
+
+class MLCommonsSettings(_Section):
+    model_group: str = "visual-search"
+    embed_model: str = "mobileclip-embed"
+    analyze_model: str = "visual-analyze"
+    max_connection: int = Field(30, ge=1)
+    connection_timeout_s: int = Field(5, ge=1)
+    read_timeout_s: int = Field(60, ge=1)
+
+
+class IndexSettings(_Section):
+    name: str = "images"
+    dead_letter: str = "images-failed"
+    ingest_pipeline: str = "visual-ingest"
+    search_pipeline: str = "visual-search"
+    shards: int = Field(1, ge=1)
+    replicas: int = Field(0, ge=0)
+    hnsw_m: int = Field(16, ge=2)
+    hnsw_ef_construction: int = Field(512, ge=2)
+    hnsw_ef_search: int = Field(100, ge=1)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file; kept as a settings source so env vars layer over it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        try:
+            data = yaml.safe_load(self.path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {self.path}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {self.path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {self.path} must hold a mapping at the top level")
+        return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VS_", env_nested_delimiter="__", extra="forbid")
+
+    profile: Literal["cpu", "gpu"] = "cpu"
+    cache_dir: Path = Path(".cache")
+    opensearch: OpenSearchSettings = OpenSearchSettings()
+    triton: TritonSettings = TritonSettings()
+    adapter: AdapterSettings = AdapterSettings()
+    models: ModelSettings = ModelSettings()
+    ml_commons: MLCommonsSettings = MLCommonsSettings()
+    index: IndexSettings = IndexSettings()
+
+    _config_path: Path = DEFAULT_CONFIG
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):  # type: ignore[override]
+        path = Path(os.environ.get("VS_CONFIG", DEFAULT_CONFIG))
+        return init_settings, env_settings, _YamlSource(settings_cls, path)
+
+    @cached_property
+    def cache(self) -> Path:
+        """Absolute cache folder (relative paths are relative to the repository root)."""
+        path = self.cache_dir if self.cache_dir.is_absolute() else REPO_ROOT / self.cache_dir
+        return path.resolve()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.cache / "models"
+
+    @property
+    def clip_dir(self) -> Path:
+        return self.models_dir / self.models.clip_variant.lower()
+
+    @property
+    def yolo_dir(self) -> Path:
+        name = self.models.yolo_variant if self.models.yolo_weights else "shapes-yolo11n"
+        return self.models_dir / name.lower()
+
+
+def load_config(**overrides: Any) -> Settings:
+    """Loads and validates the config; turns pydantic's report into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        path = os.environ.get("VS_CONFIG", DEFAULT_CONFIG)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid config ({path}, or a VS_* environment variable): {problems}") from exc

@@ -1,0 +1,1 @@
+"""How OpenSearch reaches the models: ML Commons connector blueprints and the FastAPI adapter they call."""

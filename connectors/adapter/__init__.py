@@ -1,0 +1,1 @@
+"""The FastAPI adapter: connector JSON in, Triton requests out, and back (DESIGN.md §4)."""

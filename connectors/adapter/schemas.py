@@ -1,0 +1,46 @@
+"""The connector contract: what ML Commons sends the adapter and what its post-processing reads back.
+
+ML Commons substitutes `${parameters.x}` into the connector's request body as strings; a parameter the
+caller did not give arrives as the connector's default ("") or, for an image-only multimodal query, as the
+string "null". Those all mean "absent" here.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_ABSENT = {"", "null", "none"}
+
+
+def _present(value: str | list[str] | None) -> list[str]:
+    values = [value] if isinstance(value, str) else list(value or [])
+    return [v for v in values if v.strip().lower() not in _ABSENT and not v.startswith("${parameters.")]
+
+
+class EmbedRequest(BaseModel):
+    """Text and/or base64 image(s); both given → one joint vector (the normalized mean), like Titan multimodal."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | list[str] | None = None
+    image: str | list[str] | None = Field(None, description="base64-encoded image bytes")
+
+    @property
+    def texts(self) -> list[str]:
+        return _present(self.text)
+
+    @property
+    def images(self) -> list[str]:
+        return _present(self.image)
+
+
+class EmbedResponse(BaseModel):
+    embedding: list[float] = Field(description="the first (or joint) vector: what bedrock.embedding post-processing reads")
+    embeddings: list[list[float]] = Field(description="one vector per input, texts first then images")
+    dimension: int
+    model: str
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    detail: str

@@ -1,0 +1,309 @@
+"""MobileCLIP2 image and text encoders → ONNX, with the facts everything downstream reads (DESIGN.md §3, §7).
+
+The towers are open_clip's own: we only wrap `encode_image` / `encode_text(normalize=True)` so the graph
+computes exactly what open_clip computes (S0/S2 text towers have no causal mask; re-implementing them is
+how that gets lost). Facts come from open_clip's registry, never from a hand-typed table, and never from
+the transform `pretrained=None` returns (it falls back to OpenAI mean/std, which is wrong for S0/S2/B).
+
+    python -m export.mobileclip [--variant V] [--weights PATH|TAG|hf-hub:ID|none] [--out DIR] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+from rich.console import Console
+from timm.utils.model import reparameterize_model
+from torch import nn
+
+from common.config import Settings, load_config
+from common.model_facts import METADATA_FILE, ClipFacts, MissingArtifactError
+
+log = logging.getLogger(__name__)
+console = Console(stderr=True)
+
+OPSET = 17
+RANDOM_SEED = 0  # offline random init is seeded so an export can be re-checked against a rebuilt model
+RANDOM_SOURCE = f"random-init (offline, seed {RANDOM_SEED})"
+SELF_CHECK_TOLERANCE = 1e-3  # export refuses to finish above this; the parity tests hold it to 1e-4
+
+
+def clip_variants() -> list[str]:
+    """Every MobileCLIP2 architecture the installed open_clip knows (the CLI's choices)."""
+    return [name for name in open_clip.list_models() if name.startswith("MobileCLIP2-")]
+
+
+def canonical_preprocess(variant: str) -> dict[str, Any]:
+    """The preprocessing the variant was trained with, from its first registered pretrained tag.
+
+    Readable offline: open_clip keeps pretrained configs in its package. Merged over open_clip's own
+    defaults exactly as `create_model` merges them when a tag is loaded.
+    """
+    tags = open_clip.list_pretrained_tags_by_model(variant)
+    if not tags:
+        raise ValueError(f"{variant}: open_clip has no pretrained tag, so its preprocessing is unknown")
+    return merge_preprocess_dict(PreprocessCfg(), open_clip.get_pretrained_cfg(variant, tags[0]))
+
+
+def variant_facts(variant: str) -> dict[str, Any]:
+    """Facts about a variant from open_clip's model config JSON + pretrained config, without building it."""
+    cfg = open_clip.get_model_config(variant)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip model {variant!r}; MobileCLIP2 variants: {clip_variants()}")
+    pre = canonical_preprocess(variant)
+    return {
+        "variant": variant,
+        "embedding_dim": int(cfg["embed_dim"]),
+        "image_size": _square(cfg["vision_cfg"]["image_size"], variant),
+        "context_length": int(cfg["text_cfg"]["context_length"]),
+        "vocab_size": int(cfg["text_cfg"]["vocab_size"]),
+        "mean": tuple(float(v) for v in pre["mean"]),
+        "std": tuple(float(v) for v in pre["std"]),
+        "interpolation": pre["interpolation"],
+        "resize_mode": pre["resize_mode"],
+    }
+
+
+def _square(size: int | tuple[int, int] | list[int], what: str) -> int:
+    if isinstance(size, int):
+        return size
+    if len(size) != 2 or size[0] != size[1]:
+        raise ValueError(f"{what}: non-square image size {size} is not supported")
+    return int(size[0])
+
+
+def weights_source(weights: str | None) -> str:
+    """How the metadata names the weights; computed without loading so `ensure_clip` can compare."""
+    if weights is None:
+        return RANDOM_SOURCE
+    path = Path(weights).expanduser()
+    if path.exists():
+        return f"checkpoint:{path.resolve()}"
+    return f"hub:{weights.removeprefix('hf-hub:')}" if weights.startswith("hf-hub:") else f"hub:{weights}"
+
+
+def load_clip(variant: str, weights: str | None, reparameterize: bool = True) -> tuple[nn.Module, str]:
+    """Builds the variant in eval mode, reparameterized, with its weights; returns (model, weights source).
+
+    weights: None → random init (offline; seeded); a local file → that checkpoint; a local folder → an
+    open_clip `local-dir:` (config + weights, as downloaded from the hub); anything else → a pretrained
+    tag or `hf-hub:` id, the path users run when online. `reparameterize=False` exists for the parity test.
+    """
+    source = weights_source(weights)
+    if weights is None:
+        log.warning(
+            "NO WEIGHTS for %s: building the real architecture with RANDOM weights (seed %d). "
+            "Its embeddings are MEANINGLESS; set models.clip_weights (checkpoint or hub id) for real search.",
+            variant, RANDOM_SEED,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            model = open_clip.create_model(variant, pretrained=None)
+    elif source.startswith("checkpoint:") and Path(weights).expanduser().is_dir():
+        model = open_clip.create_model(f"local-dir:{Path(weights).expanduser()}")
+    elif source.startswith("checkpoint:"):
+        model = open_clip.create_model(variant, pretrained=str(Path(weights).expanduser()))
+    elif weights.startswith("hf-hub:"):
+        model = open_clip.create_model(weights)
+    else:
+        model = open_clip.create_model(variant, pretrained=weights, require_pretrained=True)
+    model.eval()
+    if reparameterize:
+        model = reparameterize_model(model, inplace=True)
+    return model, source
+
+
+def clip_facts(model: nn.Module, variant: str, source: str) -> dict[str, Any]:
+    """Facts read from the built model, checked against the variant's config so a misfit checkpoint fails.
+
+    Preprocessing: weights that came with their own config (hub, tag, local folder) carry it on
+    `model.visual.preprocess_cfg`; random init and bare checkpoint files use the variant's canonical one.
+    """
+    expected = variant_facts(variant)
+    with torch.no_grad():
+        dim = model.encode_text(torch.zeros(1, model.context_length, dtype=torch.long)).shape[-1]
+    facts = {
+        "variant": variant,
+        "embedding_dim": int(dim),
+        "image_size": _square(tuple(model.visual.image_size), variant),
+        "context_length": int(model.context_length),
+        "vocab_size": int(model.vocab_size),
+    }
+    misfit = {k: (v, expected[k]) for k, v in facts.items() if v != expected[k]}
+    if misfit:
+        raise ValueError(f"weights {source} do not fit {variant} (model, config): {misfit}")
+    own_cfg = source.startswith("hub:") or (
+        source.startswith("checkpoint:") and Path(source.removeprefix("checkpoint:")).is_dir())
+    pre = model.visual.preprocess_cfg if own_cfg else expected
+    facts.update(
+        mean=tuple(float(v) for v in pre["mean"]), std=tuple(float(v) for v in pre["std"]),
+        interpolation=pre["interpolation"], resize_mode=pre["resize_mode"],
+    )
+    return facts
+
+
+class ImageEncoder(nn.Module):
+    """`encode_image(normalize=True)` as a whole graph: input `clip_input`, output `embedding`."""
+
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, clip_input: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_image(clip_input, normalize=True)
+
+
+class TextEncoder(nn.Module):
+    """`encode_text(normalize=True)` as a whole graph: input `tokens`, output `embedding`."""
+
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(tokens, normalize=True)
+
+
+@contextmanager
+def _step(name: str) -> Iterator[None]:
+    """One visible status line per export step, with its duration (a spinner while it runs on a tty)."""
+    start = time.perf_counter()
+    with console.status(f"{name} …"):
+        yield
+    console.print(f"  [green]✓[/] {name} ({time.perf_counter() - start:.1f} s)")
+
+
+def _onnx_export(module: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> None:
+    """Legacy (TorchScript) exporter, as measured in DESIGN.md §7.
+
+    Under no_grad, eval-mode nn.MultiheadAttention (the text towers) takes PyTorch's fused fast path,
+    `aten::_native_multi_head_attention`, which has no ONNX symbolic: it is switched off meanwhile.
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # known and harmless: the legacy exporter's deprecation notice, and aten::index's note about
+            # negative indices (the text pooling gathers at argmax positions, never negative)
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+            warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing")
+            torch.onnx.export(
+                module, (example,), str(path), dynamo=False, opset_version=OPSET, do_constant_folding=True,
+                input_names=[input_name], output_names=["embedding"],
+                dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+            )
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def _self_check(module: nn.Module, example: torch.Tensor, path: Path) -> float:
+    """Max abs diff ONNX Runtime vs PyTorch on the example: a broken export must not get metadata."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+    with torch.no_grad():
+        want = module(example).numpy()
+    diff = float(np.abs(got - want).max())
+    if not diff <= SELF_CHECK_TOLERANCE:
+        raise RuntimeError(f"{path.name}: ONNX Runtime differs from PyTorch by {diff:.2e}")
+    return diff
+
+
+def export_clip(variant: str, weights: str | None, out_dir: Path) -> ClipFacts:
+    """Exports both encoders of `variant` to `out_dir` (image.onnx, text.onnx, metadata.json).
+
+    The old metadata goes first and the new one is written last, so a half-finished export never looks done.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / METADATA_FILE).unlink(missing_ok=True)
+    console.print(f"[bold]Exporting {variant}[/] → {out_dir}")
+    start = time.perf_counter()
+    with _step(f"build {variant} (open_clip {open_clip.__version__}) and reparameterize"):
+        model, source = load_clip(variant, weights)
+    with _step("read model facts"):
+        facts = clip_facts(model, variant, source)
+    size, ctx = facts["image_size"], facts["context_length"]
+    gen = torch.Generator().manual_seed(0)
+    image_example = torch.randn(2, 3, size, size, generator=gen)
+    text_example = torch.randint(0, facts["vocab_size"], (2, ctx), generator=gen)
+    diffs = {}
+    for name, module, example, input_name in (
+        ("image", ImageEncoder(model), image_example, "clip_input"),
+        ("text", TextEncoder(model), text_example, "tokens"),
+    ):
+        path = out_dir / f"{name}.onnx"
+        with _step(f"export {name} encoder → {path.name} (opset {OPSET})"):
+            _onnx_export(module, example, input_name, path)
+        with _step(f"check {path.name} against PyTorch"):
+            diffs[name] = _self_check(module, example, path)
+    seconds = time.perf_counter() - start
+    result = ClipFacts(
+        weights=source, exported_at=datetime.now(UTC).isoformat(timespec="seconds"), opset=OPSET,
+        open_clip_version=open_clip.__version__, export_seconds=round(seconds, 1), **facts,
+    )
+    result.save(out_dir)
+    log.info("exported %s in %.1f s (ONNX vs PyTorch max |diff|: image %.1e, text %.1e)",
+             variant, seconds, diffs["image"], diffs["text"])
+    console.print(f"[bold green]done[/] {variant}: D={result.embedding_dim}, R={result.image_size}, "
+                  f"{seconds:.1f} s, max |ONNX−PyTorch| image {diffs['image']:.1e} text {diffs['text']:.1e}")
+    return result
+
+
+def ensure_export(variant: str, weights: str | None, out_dir: Path, force: bool = False) -> ClipFacts:
+    """Returns the existing export when it is for the same variant, weights and open_clip; else exports."""
+    out_dir = Path(out_dir)
+    if not force:
+        try:
+            facts = ClipFacts.load(out_dir)
+        except (MissingArtifactError, ValueError) as exc:  # absent, or written by an older ClipFacts
+            log.info("no usable CLIP export in %s (%s)", out_dir, exc)
+        else:
+            same = (facts.variant, facts.weights, facts.open_clip_version) == (
+                variant, weights_source(weights), open_clip.__version__)
+            files = all((out_dir / f).is_file() for f in (facts.image_file, facts.text_file))
+            if same and files:
+                log.info("CLIP export up to date: %s (%s)", out_dir, facts.weights)
+                return facts
+    return export_clip(variant, weights, out_dir)
+
+
+def ensure_clip(settings: Settings) -> ClipFacts:
+    """The configured variant's export in `settings.clip_dir`, exported only when missing or stale."""
+    return ensure_export(settings.models.clip_variant, settings.models.clip_weights, settings.clip_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rich.logging import RichHandler
+
+    settings = load_config()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", default=settings.models.clip_variant, choices=clip_variants())
+    parser.add_argument("--weights", default=settings.models.clip_weights,
+                        help="checkpoint path, pretrained tag or hf-hub:ID (default: config; none = random)")
+    parser.add_argument("--out", type=Path, help="default: <cache>/models/<variant>")
+    parser.add_argument("--force", action="store_true", help="export even when an up-to-date one exists")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console)])
+    weights = None if args.weights in (None, "", "none", "random") else args.weights
+    out = args.out or settings.models_dir / args.variant.lower()
+    facts = ensure_export(args.variant, weights, out, force=args.force)
+    console.print_json(facts.model_dump_json())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,105 @@
+"""MobileCLIP2 facts come from open_clip's registry (no model built) and agree with DESIGN.md §7."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import open_clip
+import pytest
+
+from common.model_facts import ClipFacts
+from export import mobileclip
+
+ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# DESIGN.md §7, typed here on purpose: this is the independent reference the registry is checked against.
+DESIGN = {  # variant: (embedding dim, image size, mean, std)
+    "MobileCLIP2-S0": (512, 256, ZERO, ONE),
+    "MobileCLIP2-S2": (512, 256, ZERO, ONE),
+    "MobileCLIP2-B": (512, 224, ZERO, ONE),
+    "MobileCLIP2-S3": (768, 256, OPENAI_MEAN, OPENAI_STD),
+    "MobileCLIP2-S4": (768, 256, OPENAI_MEAN, OPENAI_STD),
+    "MobileCLIP2-L-14": (768, 224, OPENAI_MEAN, OPENAI_STD),
+}
+
+
+def test_open_clip_knows_exactly_the_six_variants() -> None:
+    assert sorted(mobileclip.clip_variants()) == sorted(DESIGN)
+
+
+@pytest.mark.parametrize("variant", sorted(DESIGN))
+def test_facts_from_registry_match_design(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_building(*args: object, **kwargs: object) -> None:
+        raise AssertionError("variant_facts must not build the model")
+
+    monkeypatch.setattr(open_clip, "create_model", no_building)
+    facts = mobileclip.variant_facts(variant)
+    dim, size, mean, std = DESIGN[variant]
+    assert (facts["embedding_dim"], facts["image_size"]) == (dim, size)
+    assert facts["mean"] == pytest.approx(mean) and facts["std"] == pytest.approx(std)
+    assert facts["resize_mode"] == "shortest"
+    assert facts["context_length"] == 77 and facts["vocab_size"] == 49408
+    if mean == ZERO:  # §7: the pretrained S0/S2/B use bilinear
+        assert facts["interpolation"] == "bilinear"
+    # every variant's facts fit the metadata schema (L-14 is the bicubic one)
+    ClipFacts(weights=mobileclip.RANDOM_SOURCE, exported_at="2026-01-01T00:00:00+00:00", **facts)
+    print(f"{variant}: {facts}")
+
+
+def test_model_facts_agree_with_registry_and_ignore_the_fallback_transform() -> None:
+    """S0 only (the cheapest): facts read off the built model equal the registry's, and mean/std are the
+    variant's, not the OpenAI fallback that open_clip attaches when pretrained=None (DESIGN.md §7)."""
+    model, source = mobileclip.load_clip("MobileCLIP2-S0", None)
+    assert source == mobileclip.RANDOM_SOURCE
+    assert model.visual.preprocess_cfg["mean"] == pytest.approx(OPENAI_MEAN)  # the trap
+    facts = mobileclip.clip_facts(model, "MobileCLIP2-S0", source)
+    assert facts == mobileclip.variant_facts("MobileCLIP2-S0")
+    assert facts["mean"] == ZERO
+
+
+def test_weights_source_names(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "open_clip_model.safetensors"
+    checkpoint.write_bytes(b"")
+    assert mobileclip.weights_source(None) == mobileclip.RANDOM_SOURCE
+    assert mobileclip.weights_source(str(checkpoint)) == f"checkpoint:{checkpoint.resolve()}"
+    assert mobileclip.weights_source("hf-hub:timm/MobileCLIP2-S2-OpenCLIP") == "hub:timm/MobileCLIP2-S2-OpenCLIP"
+    assert mobileclip.weights_source("dfndr2b") == "hub:dfndr2b"
+
+
+def _fake_export(directory: Path, variant: str, weights: str) -> ClipFacts:
+    facts = ClipFacts(weights=weights, exported_at="2026-01-01T00:00:00+00:00",
+                      open_clip_version=open_clip.__version__, **mobileclip.variant_facts(variant))
+    facts.save(directory)
+    for name in (facts.image_file, facts.text_file):
+        (directory / name).write_bytes(b"")
+    return facts
+
+
+def test_ensure_export_reuses_a_matching_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    existing = _fake_export(tmp_path, "MobileCLIP2-S0", mobileclip.RANDOM_SOURCE)
+
+    def no_export(*args: object) -> ClipFacts:
+        raise AssertionError("must not re-export")
+
+    monkeypatch.setattr(mobileclip, "export_clip", no_export)
+    assert mobileclip.ensure_export("MobileCLIP2-S0", None, tmp_path) == existing
+
+
+@pytest.mark.parametrize("change", ["variant", "weights", "open_clip", "file"])
+def test_ensure_export_redoes_a_stale_export(change: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    existing = _fake_export(tmp_path, "MobileCLIP2-S0", mobileclip.RANDOM_SOURCE)
+    variant, weights = "MobileCLIP2-S0", None
+    if change == "variant":
+        variant = "MobileCLIP2-S2"
+    elif change == "weights":
+        weights = "hf-hub:timm/MobileCLIP2-S0-OpenCLIP"
+    elif change == "open_clip":
+        existing.model_copy(update={"open_clip_version": "0.0"}).save(tmp_path)
+    else:
+        (tmp_path / existing.text_file).unlink()
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(mobileclip, "export_clip", lambda *args: calls.append(args) or existing)
+    mobileclip.ensure_export(variant, weights, tmp_path)
+    assert calls == [(variant, weights, tmp_path)]

@@ -1,0 +1,109 @@
+"""Renders the Triton model repository for a profile from the templates and the exported models' facts.
+
+Same model names and tensors in both profiles; the profile only decides what sits in each version folder:
+a python-backend `model.py` (cpu), the ONNX file itself (gpu, onnxruntime backend with TensorRT), or the
+serialized DALI pipeline (gpu preprocess).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from common.config import Settings
+from common.model_facts import ClipFacts, YoloFacts
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+PYTHON_MODELS = HERE / "models"
+
+ENSEMBLES = ("analyze_image", "embed_image", "embed_text")
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What one model's version folder holds in a profile."""
+
+    python_model: str | None = None  # file in triton_repo/models/
+    onnx: str | None = None  # "clip_image" | "clip_text" | "yolo"
+    dali: bool = False
+
+
+def payloads(profile: str) -> dict[str, Payload]:
+    if profile == "cpu":
+        return {
+            "preprocess": Payload(python_model="preprocess.py"),
+            "yolo": Payload(python_model="onnx_runner.py"),
+            "clip_image": Payload(python_model="onnx_runner.py"),
+            "clip_text": Payload(python_model="onnx_runner.py"),
+            "tokenizer": Payload(python_model="tokenizer.py"),
+            "box_embedding": Payload(python_model="box_embedding.py"),
+        }
+    return {
+        "preprocess": Payload(dali=True),
+        "yolo": Payload(onnx="yolo"),
+        "clip_image": Payload(onnx="clip_image"),
+        "clip_text": Payload(onnx="clip_text"),
+        "tokenizer": Payload(python_model="tokenizer.py"),
+        "box_embedding": Payload(python_model="box_embedding.py"),
+    }
+
+
+def model_names() -> list[str]:
+    return [*payloads("cpu"), *ENSEMBLES]
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+
+
+def render_configs(settings: Settings, clip: ClipFacts, yolo: YoloFacts, profile: str) -> dict[str, str]:
+    """config.pbtxt text of every model, keyed by model name."""
+    env = _environment()
+    context = {
+        "profile": profile, "triton": settings.triton, "models": settings.models, "clip": clip, "yolo": yolo,
+        "clip_dir": settings.clip_dir, "yolo_dir": settings.yolo_dir,
+        # the NMS graph exported by ultralytics only takes one image per call
+        "yolo_session_batch": 1,
+    }
+    return {name: env.get_template(f"{name}/config.pbtxt.j2").render(**context) for name in model_names()}
+
+
+def _link(src: Path, dst: Path) -> None:
+    if not src.exists():
+        raise FileNotFoundError(f"exported model missing: {src} (run `make models`)")
+    dst.unlink(missing_ok=True)
+    dst.symlink_to(src)
+
+
+def render_repository(settings: Settings, out_dir: Path, profile: str | None = None,
+                      artifacts: bool = True) -> Path:
+    """Writes the repository; `artifacts=False` writes configs only (what the static check needs)."""
+    profile = profile or settings.profile
+    clip = ClipFacts.load(settings.clip_dir)
+    yolo = YoloFacts.load(settings.yolo_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    plan = payloads(profile)
+    onnx_files = {"clip_image": settings.clip_dir / clip.image_file, "clip_text": settings.clip_dir / clip.text_file,
+                  "yolo": settings.yolo_dir / yolo.file}
+    for name, text in render_configs(settings, clip, yolo, profile).items():
+        version = out_dir / name / "1"
+        version.mkdir(parents=True)
+        (out_dir / name / "config.pbtxt").write_text(text)
+        payload = plan.get(name)
+        if payload is None or not artifacts:
+            continue
+        if payload.python_model:
+            shutil.copy2(PYTHON_MODELS / payload.python_model, version / "model.py")
+        elif payload.onnx:
+            _link(onnx_files[payload.onnx], version / "model.onnx")
+        elif payload.dali:
+            from export.dali_preprocess import serialize_gpu
+
+            serialize_gpu(version / "model.dali", clip=clip, yolo=yolo)
+    return out_dir

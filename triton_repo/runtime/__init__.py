@@ -1,0 +1,1 @@
+"""Logic the python-backend models call: importable and unit-tested without a running server."""

@@ -1,0 +1,21 @@
+"""Dynamic batching hands a python model several requests at once; these join and split them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def stack_requests(arrays: list[np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """Concatenates per-request batches along axis 0 and remembers how many rows each brought."""
+    counts = [int(a.shape[0]) for a in arrays]
+    return np.concatenate(arrays, axis=0), counts
+
+
+def split_rows(batch: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """Inverse of `stack_requests`."""
+    return np.split(batch, np.cumsum(counts)[:-1], axis=0)
+
+
+def chunks(n: int, size: int) -> list[slice]:
+    """Slices that cover range(n) in pieces of at most `size` (a model's max batch size)."""
+    return [slice(start, min(start + size, n)) for start in range(0, n, size)]
