@@ -35,7 +35,7 @@ class EmbedRequest(BaseModel):
 
 
 class EmbedResponse(BaseModel):
-    embedding: list[float] = Field(description="the first (or joint) vector: what bedrock.embedding post-processing reads")
+    embedding: list[float] = Field(description="first (or joint) vector: what bedrock.embedding post-processing reads")
     embeddings: list[list[float]] = Field(description="one vector per input, texts first then images")
     dimension: int
     model: str

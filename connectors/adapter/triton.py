@@ -26,7 +26,7 @@ class TritonModels:
     async def ready(self) -> bool:
         try:
             return bool(await self.client.is_server_ready())
-        except Exception:  # noqa: BLE001 - any transport error means "not ready"
+        except Exception:
             return False
 
     async def parameters(self, model: str) -> dict[str, str]:

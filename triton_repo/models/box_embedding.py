@@ -70,6 +70,6 @@ class TritonPythonModel:
         for request in requests:
             try:
                 responses.append(self._one(request))
-            except Exception as exc:  # noqa: BLE001 - fails this request only
+            except Exception as exc:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"box_embedding: {exc}")))
         return responses

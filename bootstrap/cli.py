@@ -1,0 +1,85 @@
+"""`visual-search` — the admin CLI: bootstrap a cluster, and run the local stack (`make up` / `make down`).
+
+Every failure ends in one line naming what and where, and a non-zero exit; never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from common.config import ConfigError, load_config
+
+console = Console(stderr=False)
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from bootstrap.opensearch_api import Cluster, connect
+    from bootstrap.reconcile import Reconciler
+    from common.model_facts import ClipFacts
+
+    settings = load_config()
+    clip = ClipFacts.load(settings.clip_dir)
+    cluster = Cluster(connect(settings.opensearch), settings.opensearch.url)
+    plan = Reconciler(cluster, settings, dry_run=args.dry_run).run(clip)
+    title = "plan (dry run, nothing applied)" if args.dry_run else "bootstrap"
+    console.print(f"[bold]{title}[/bold] against {settings.opensearch.url}")
+    for step in plan.steps:
+        console.print(f"  {step}")
+    console.print(f"{len(plan.changes)} change(s), {len(plan.steps) - len(plan.changes)} unchanged")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from bootstrap.stack import up
+
+    return up(load_config(), bootstrap=not args.no_bootstrap)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from bootstrap.stack import down
+
+    return down(load_config())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from bootstrap.stack import status
+
+    return status(load_config())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visual-search", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    boot = sub.add_parser("bootstrap", help="create/update the OpenSearch side idempotently")
+    boot.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    boot.set_defaults(func=cmd_bootstrap)
+    up = sub.add_parser("up", help="start OpenSearch, Triton and the adapter on 127.0.0.1, then bootstrap")
+    up.add_argument("--no-bootstrap", action="store_true")
+    up.set_defaults(func=cmd_up)
+    sub.add_parser("down", help="stop what `up` started").set_defaults(func=cmd_down)
+    sub.add_parser("status", help="what runs where").set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bootstrap.opensearch_api import ClusterError
+    from bootstrap.opensearch_dist import DistributionError
+    from bootstrap.opensearch_node import NodeError
+    from bootstrap.processes import StartupError
+    from common.model_facts import MissingArtifactError
+
+    try:
+        return args.func(args)
+    except (ConfigError, ClusterError, DistributionError, NodeError, StartupError, MissingArtifactError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Renders the desired OpenSearch resources from the config, the templates and the exported models' facts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from common.config import Settings
+from common.model_facts import ClipFacts
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_DIRS = [ROOT / "connectors" / "templates", ROOT / "pipelines" / "templates"]
+MANAGED = "managed by visual-search bootstrap"
+
+_env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIRS), undefined=jinja2.StrictUndefined,
+                          autoescape=False)
+
+
+def render_json(template: str, **context: Any) -> dict:
+    return json.loads(_env.get_template(template).render(**context))
+
+
+def cluster_settings(settings: Settings) -> dict[str, Any]:
+    """ML Commons settings a loopback HTTP connector needs (DESIGN.md §7)."""
+    adapter = re.escape(settings.adapter.url.rstrip("/"))
+    return {
+        "plugins.ml_commons.trusted_connector_endpoints_regex": [f"^{adapter}/.*$"],
+        "plugins.ml_commons.connector.private_ip_enabled": "true",
+        "plugins.ml_commons.only_run_on_ml_node": "false",
+        "plugins.ml_commons.native_memory_threshold": "100",
+        "plugins.ml_commons.jvm_heap_memory_threshold": "100",
+    }
+
+
+def client_config(settings: Settings) -> dict[str, Any]:
+    mlc = settings.ml_commons
+    # seconds, not milliseconds: the default of 30000 would mean eight hours (DESIGN.md §7)
+    return {"max_connection": mlc.max_connection, "connection_timeout": mlc.connection_timeout_s,
+            "read_timeout": mlc.read_timeout_s}
+
+
+def embed_connector(settings: Settings, clip: ClipFacts) -> dict:
+    return render_json(
+        "mobileclip-embed.json.j2", name=settings.ml_commons.embed_model,
+        description=f"{clip.variant} text/image embeddings ({clip.embedding_dim}-d) via the adapter; {MANAGED}",
+        adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings))
+
+
+def search_pipeline(settings: Settings, embed_model_id: str) -> dict:
+    return render_json("search-pipeline.json.j2", embed_model_id=embed_model_id,
+                       description=f"neural defaults for {settings.index.name}; {MANAGED}")
+
+
+def images_index_template(settings: Settings, clip: ClipFacts, ingest_pipeline: str | None) -> dict:
+    return render_json("images-index-template.json.j2", index=settings.index, dimension=clip.embedding_dim,
+                       ingest_pipeline=ingest_pipeline, description=f"{clip.variant} vectors; {MANAGED}")

@@ -1,0 +1,1 @@
+"""Turns checkpoints into deployable models (ONNX, DALI, TensorRT) with their facts beside them."""

@@ -1,0 +1,1 @@
+"""Ingest and search pipelines and index templates, as jinja2 JSON templates the bootstrap renders."""
