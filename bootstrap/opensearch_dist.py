@@ -386,10 +386,16 @@ def _build(root: Path, home: Path, version: str, progress: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m bootstrap.opensearch_dist [CACHE_DIR] [VERSION]`: build (or confirm) the distribution."""
+    """`python -m bootstrap.opensearch_dist [CACHE_DIR] [VERSION]`: build (or confirm) the distribution.
+
+    Without arguments the cache folder and version come from the config file.
+    """
+    from common.config import load_config
+
     args = list(argv if argv is not None else sys.argv[1:])
-    cache = Path(args[0]) if args else Path(".cache")
-    version = args[1] if len(args) > 1 else DEFAULT_VERSION
+    settings = load_config()
+    cache = Path(args[0]) if args else settings.cache
+    version = args[1] if len(args) > 1 else settings.opensearch.version
     try:
         print(ensure_distribution(cache, version))
     except DistributionError as exc:

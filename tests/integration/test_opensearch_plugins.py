@@ -8,25 +8,14 @@ The node runs on free ports with its own data dir, so it can coexist with a `mak
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from bootstrap.opensearch_dist import DEFAULT_VERSION, ensure_distribution
-from bootstrap.opensearch_node import OpenSearchNode, free_port
+from bootstrap.opensearch_node import OpenSearchNode
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def opensearch_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenSearchNode]:
-    home = ensure_distribution(REPO_ROOT / ".cache", DEFAULT_VERSION)
-    data_dir = tmp_path_factory.mktemp("opensearch")
-    with OpenSearchNode(home, data_dir, http_port=free_port(), transport_port=free_port()) as node:
-        yield node
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +29,7 @@ def _ok(response: httpx.Response) -> dict:
     return response.json()
 
 
-def test_plugins_and_modules_are_loaded(client: httpx.Client) -> None:
+def test_plugins_and_modules_are_loaded(client: httpx.Client, settings) -> None:
     nodes = _ok(client.get("/_nodes/plugins"))["nodes"]
     (node,) = nodes.values()
     plugins = {p["name"] for p in node["plugins"]}
@@ -53,7 +42,7 @@ def test_plugins_and_modules_are_loaded(client: httpx.Client) -> None:
     } <= plugins
     assert {"lang-painless", "reindex", "ingest-common"} <= modules
     # Versions must line up, or the plugin loader would have refused them; checked for a clear message.
-    assert {p["opensearch_version"] for p in node["plugins"]} == {DEFAULT_VERSION}
+    assert {p["opensearch_version"] for p in node["plugins"]} == {settings.opensearch.version}
 
 
 def test_painless_script_runs(client: httpx.Client) -> None:

@@ -1,0 +1,54 @@
+# The two commands that matter: `make up` (the whole stack on 127.0.0.1) and `make test`.
+# Everything else here is a step they run; each step is skipped when already done.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: up down status bootstrap models opensearch test test-unit lint bench demo venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --progress-bar on -e ".[export,dev]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+models: venv
+	$(PY) -m export
+
+opensearch: venv
+	$(PY) -m bootstrap.opensearch_dist
+
+up: models opensearch
+	$(PY) -m bootstrap.cli up
+
+down:
+	@test -x $(PY) && $(PY) -m bootstrap.cli down || echo "nothing to stop (no venv)"
+
+status: venv
+	$(PY) -m bootstrap.cli status
+
+bootstrap: venv
+	$(PY) -m bootstrap.cli bootstrap
+
+test: models opensearch
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -rs --durations=15
+
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+lint: venv
+	$(PY) -m ruff check .
+
+bench: up
+	$(PY) -m bench
+
+demo: up
+	$(PY) -m bench.demo
+
+clean: down
+	rm -rf $(VENV) .cache/run

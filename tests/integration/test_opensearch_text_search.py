@@ -1,0 +1,47 @@
+"""OpenSearch → ML Commons connector → adapter → Triton: a neural text query ranks like brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bootstrap.reconcile import Reconciler
+from tests.integration.test_text_path import CAPTIONS
+from tests.triton_calls import embed_texts
+
+pytestmark = pytest.mark.integration
+
+
+
+@pytest.fixture(scope="module")
+def caption_vectors(bootstrapped, os_client, triton, stack_settings):
+    vectors = embed_texts(triton, CAPTIONS)
+    index = stack_settings.index.name
+    for i, (caption, vector) in enumerate(zip(CAPTIONS, vectors, strict=True)):
+        os_client.index(index=index, id=f"caption-{i}", body={"image_id": f"caption-{i}", "caption": caption,
+                                                             "global_image_embedding": vector.tolist()})
+    os_client.indices.refresh(index=index)
+    yield vectors
+    for i in range(len(CAPTIONS)):
+        os_client.delete(index=index, id=f"caption-{i}", refresh=True)
+
+
+@pytest.mark.parametrize("query", ["a red circle", "a dog on the beach", "pasta"])
+def test_neural_query_text_ranks_like_brute_force(query, caption_vectors, os_client, triton, stack_settings):
+    query_vector = embed_texts(triton, [query])[0]
+    cosines = caption_vectors @ query_vector / np.linalg.norm(caption_vectors, axis=1) / np.linalg.norm(query_vector)
+    expected = [f"caption-{i}" for i in np.argsort(-cosines)]
+    body = {"size": len(CAPTIONS), "_source": ["caption"],
+            "query": {"neural": {"global_image_embedding": {"query_text": query, "k": len(CAPTIONS)}}}}
+    # no model id in the query: the index's default search pipeline supplies it
+    hits = os_client.search(index=stack_settings.index.name, body=body)["hits"]["hits"]
+    assert [h["_id"] for h in hits] == expected
+    # lucene cosinesimil scores are (1 + cos) / 2 of the vector the adapter produced
+    np.testing.assert_allclose([h["_score"] for h in hits], (1 + np.sort(cosines)[::-1]) / 2, atol=1e-4)
+
+
+def test_bootstrap_twice_changes_nothing(bootstrapped, cluster, stack_settings, clip_facts):
+    assert all(step.action == "create" or step.kind == "cluster_settings" for step in bootstrapped.steps)
+    again = Reconciler(cluster, stack_settings).run(clip_facts)
+    assert [s.action for s in again.steps] == ["unchanged"] * len(again.steps), [str(s) for s in again.steps]
+    assert again.ids == bootstrapped.ids
