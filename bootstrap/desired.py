@@ -50,6 +50,24 @@ def embed_connector(settings: Settings, clip: ClipFacts) -> dict:
         adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings))
 
 
+def analyze_connector(settings: Settings, clip: ClipFacts) -> dict:
+    return render_json(
+        "visual-analyze.json.j2", name=settings.ml_commons.analyze_model,
+        description=f"image → {clip.variant} embedding + detected objects via the adapter; {MANAGED}",
+        adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings))
+
+
+def ingest_pipeline(settings: Settings, analyze_model_id: str) -> dict:
+    return render_json("ingest-pipeline.json.j2", analyze_model_id=analyze_model_id,
+                       dead_letter=settings.index.dead_letter,
+                       description=f"server-side image analysis for {settings.index.name}; {MANAGED}")
+
+
+def dead_letter_index_template(settings: Settings) -> dict:
+    return render_json("dead-letter-index-template.json.j2", index=settings.index,
+                       description=f"documents {settings.index.ingest_pipeline} could not analyze; {MANAGED}")
+
+
 def search_pipeline(settings: Settings, embed_model_id: str) -> dict:
     return render_json("search-pipeline.json.j2", embed_model_id=embed_model_id,
                        description=f"neural defaults for {settings.index.name}; {MANAGED}")

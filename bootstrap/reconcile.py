@@ -129,6 +129,10 @@ class Reconciler:
             self.cluster.deploy_model(model_id)
         return self.plan.add(Step("model", name, "update", model_id, detail))
 
+    def ingest_pipeline(self, body: dict) -> Step:
+        return self._put_if_changed("ingest_pipeline", self.settings.index.ingest_pipeline, body,
+                                    self.cluster.get_ingest_pipeline, self.cluster.put_ingest_pipeline)
+
     def search_pipeline(self, body: dict) -> Step:
         return self._put_if_changed("search_pipeline", self.settings.index.search_pipeline, body,
                                     self.cluster.get_search_pipeline, self.cluster.put_search_pipeline)
@@ -176,8 +180,15 @@ class Reconciler:
         embed_connector = self.connector(desired.embed_connector(s, clip))
         embed_model = self.model(s.ml_commons.embed_model, embed_connector, group,
                                  f"{clip.variant} embeddings (text or image); {desired.MANAGED}")
+        analyze_connector = self.connector(desired.analyze_connector(s, clip))
+        analyze_model = self.model(s.ml_commons.analyze_model, analyze_connector, group,
+                                   f"{clip.variant} + detector image analysis; {desired.MANAGED}")
+        self.ingest_pipeline(desired.ingest_pipeline(s, analyze_model.id or PENDING))
         self.search_pipeline(desired.search_pipeline(s, embed_model.id or PENDING))
-        template = desired.images_index_template(s, clip, ingest_pipeline=None)
+        dead_letter = desired.dead_letter_index_template(s)
+        self.index_template(s.index.dead_letter, dead_letter)
+        self.index(s.index.dead_letter, dead_letter)
+        template = desired.images_index_template(s, clip, ingest_pipeline=s.index.ingest_pipeline)
         self.index_template(s.index.name, template)
         self.index(s.index.name, template)
         return self.plan

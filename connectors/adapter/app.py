@@ -11,13 +11,23 @@ import binascii
 import time
 from contextlib import asynccontextmanager
 
+import httpx
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from common.config import Settings, load_config
-from connectors.adapter.schemas import EmbedRequest, EmbedResponse
+from connectors.adapter.fetch import FetchRefused, fetch_image
+from connectors.adapter.schemas import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    BBox,
+    DetectedObject,
+    EmbedRequest,
+    EmbedResponse,
+    ModelInfo,
+)
 from connectors.adapter.triton import InferenceFailed, TritonModels, TritonUnavailable
 
 REQUESTS = Counter("adapter_requests_total", "Requests by endpoint and outcome", ["endpoint", "outcome"])
@@ -49,7 +59,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.triton = TritonModels(settings.triton.grpc_url)
+        app.state.http = httpx.AsyncClient()
+        app.state.model_info = None
         yield
+        await app.state.http.aclose()
         await app.state.triton.close()
 
     app = FastAPI(title="visual-search adapter", lifespan=lifespan)
@@ -57,6 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(TritonUnavailable)
     async def _unavailable(_: Request, exc: TritonUnavailable) -> JSONResponse:
         return JSONResponse({"error": "triton_unavailable", "detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(FetchRefused)
+    async def _refused(_: Request, exc: FetchRefused) -> JSONResponse:
+        return JSONResponse({"error": "image_url_refused", "detail": str(exc)}, status_code=422)
 
     @app.exception_handler(InferenceFailed)
     async def _failed(_: Request, exc: InferenceFailed) -> JSONResponse:
@@ -92,6 +109,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first = _normalize(np.mean(vectors, axis=0)) if texts and images else vectors[0]
         return EmbedResponse(embedding=first.tolist(), embeddings=[v.tolist() for v in vectors],
                              dimension=len(first), model=settings.models.clip_variant)
+
+    async def model_info() -> ModelInfo:
+        """Provenance rendered into the ensemble's config: read once, reported with every analysis."""
+        if app.state.model_info is None:
+            app.state.model_info = ModelInfo(**{k: v for k, v in (await app.state.triton.parameters("analyze_image"))
+                                                .items() if k in ModelInfo.model_fields})
+        return app.state.model_info
+
+    async def image_bytes(body: AnalyzeRequest) -> bytes:
+        source = body.source
+        if source is None:
+            raise HTTPException(400, "give `image` (base64) or `image_url`")
+        kind, value = source
+        a = settings.adapter
+        if kind == "image":
+            return decode_image(value, a.max_image_bytes)
+        return await fetch_image(app.state.http, value, a.max_image_bytes, a.url_fetch_timeout_s,
+                                 a.url_fetch_allow_private)
+
+    @app.post("/v1/analyze", response_model=AnalyzeResponse)
+    async def analyze(body: AnalyzeRequest) -> AnalyzeResponse:
+        result = await app.state.triton.analyze(await image_bytes(body))
+        height, width = (int(v) for v in result["image_size"])
+        objects = [
+            DetectedObject(bbox=BBox(x1=b[0], y1=b[1], x2=b[2], y2=b[3]), class_id=int(c),
+                           class_name=n.decode() if isinstance(n, bytes) else str(n), confidence=float(s),
+                           object_embedding=e.tolist())
+            for b, c, n, s, e in zip(result["boxes"].tolist(), result["class_ids"], result["class_names"],
+                                     result["scores"], result["object_embeddings"], strict=True)
+        ]
+        return AnalyzeResponse(embedding=result["embedding"].tolist(), width=width, height=height, objects=objects,
+                               model=await model_info())
 
     return app
 

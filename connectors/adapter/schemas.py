@@ -44,3 +44,52 @@ class EmbedResponse(BaseModel):
 class ErrorResponse(BaseModel):
     error: str
     detail: str
+
+
+class AnalyzeRequest(BaseModel):
+    """One image, as base64 (`image`) or as a URL (`image_url`) the adapter fetches under guard."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    image: str | None = Field(None, description="base64-encoded image bytes")
+    image_url: str | None = None
+
+    @property
+    def source(self) -> tuple[str, str] | None:
+        """("image", b64) or ("image_url", url): the first one actually given."""
+        for kind, value in (("image", self.image), ("image_url", self.image_url)):
+            if _present(value):
+                return kind, value.strip()
+        return None
+
+
+class BBox(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class DetectedObject(BaseModel):
+    bbox: BBox
+    class_id: int
+    class_name: str
+    confidence: float
+    object_embedding: list[float]
+
+
+class ModelInfo(BaseModel):
+    clip_variant: str
+    clip_weights: str
+    detector: str
+    detector_weights: str
+
+
+class AnalyzeResponse(BaseModel):
+    """Field names are the index's: the ingest pipeline's output_map copies them one to one."""
+
+    embedding: list[float]
+    width: int
+    height: int
+    objects: list[DetectedObject]
+    model: ModelInfo
