@@ -69,7 +69,8 @@ def stack_settings(opensearch_node, triton_server) -> Settings:
         opensearch={"url": opensearch_node.url},
         triton={"http_port": triton_server.http_port, "grpc_port": triton_server.grpc_port,
                 "metrics_port": triton_server.metrics_port},
-        adapter={"port": adapter_port},
+        # the tests serve image_url documents from 127.0.0.1; refusal of private URLs is unit-tested
+        adapter={"port": adapter_port, "url_fetch_allow_private": True},
     )
 
 
@@ -81,6 +82,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VS_TRITON__GRPC_PORT": str(settings.triton.grpc_port),
         "VS_TRITON__METRICS_PORT": str(settings.triton.metrics_port),
         "VS_ADAPTER__PORT": str(settings.adapter.port),
+        "VS_ADAPTER__URL_FETCH_ALLOW_PRIVATE": str(settings.adapter.url_fetch_allow_private).lower(),
     }
 
 
