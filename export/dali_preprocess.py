@@ -1,9 +1,12 @@
 """The dual-branch DALI preprocessing: one pipeline definition, a `device` switch, and a CPU runtime.
 
-One definition (:func:`preprocess_graph`) serves both profiles (DESIGN.md §4, §5):
+One definition (:func:`preprocess_graph`, wrapped by :func:`pipeline_definition`) serves both profiles
+(DESIGN.md §4, §5):
 
-* ``device="gpu"``: ``mixed`` (nvJPEG) decoding; :func:`serialize_gpu` writes it to ``model.dali`` for
-  Triton's dali backend, input ``encoded_image`` (UINT8 [-1]).
+* ``device="gpu"``: ``mixed`` (nvJPEG) decoding, input ``encoded_image`` (UINT8 [-1]), for Triton's dali
+  backend. :func:`serialize_gpu` writes ``model.dali``; DALI 2.4 needs CUDA to serialize a GPU pipeline, so
+  without a GPU it raises :class:`GpuSerializationError`, and :func:`write_autoserialize_model` writes a
+  ``dali.py`` that the dali backend serializes itself when it loads the model.
 * ``device="cpu"``: CPU decoding, ``device_id=None``; :class:`DaliPreprocessor` runs it inside a Triton
   python-backend model, with per-item validation and errors.
 
@@ -15,7 +18,8 @@ Outputs, in this order (they are Triton tensor names):
                                 ``pad_value`` with left = round(dw - 0.1), top = round(dh - 0.1)), ÷255, CHW.
 ``clip_input``    FP32 [3,R,R]  open_clip/torchvision eval transform, ``resize_mode="shortest"``: shorter side
                                 to R and longer side to int(R*long/short), antialiased resampling with the
-                                variant's interpolation (PIL semantics), centre crop R x R with torchvision's
+                                variant's interpolation exactly as Pillow does it (see
+                                :func:`_pil_resample_axis`), centre crop R x R with torchvision's
                                 round-half-even offsets, (x/255 - mean)/std, CHW.
 ``image_size``    INT32 [2]     (h, w) of the decoded, orientation-corrected image.
 ``letterbox``     FP32 [3]      (r, left, top): original = (letterboxed - (left, top)) / r.
@@ -24,11 +28,13 @@ Outputs, in this order (they are Triton tensor names):
 All the geometry (letterbox scale and padding, CLIP resize and crop offsets) is computed inside the DALI
 graph from the image shape, so the serialized GPU model computes it too.
 
-What DALI 2.4's decoder does (measured on the CPU backend against Pillow, ``tests/parity``): it applies the
-EXIF orientation of JPEGs (``adjust_orientation=True``, also in ``peek_image_shape``), converts grayscale and
-CMYK JPEGs to RGB exactly as Pillow's ``convert("RGB")`` does, and drops the alpha channel of PNGs (RGBA, LA,
-palette with transparency) exactly like ``convert("RGB")``: **alpha policy = drop alpha, no compositing**.
-It does not read GIF, and decoding errors invalidate the whole pipeline object. Hence the CPU runtime:
+What DALI 2.4's CPU decoder does (measured against Pillow in ``tests/parity``; identical pixels): it applies
+the EXIF orientation of JPEGs (``adjust_orientation=True``, also in ``peek_image_shape``), converts grayscale
+and CMYK JPEGs to RGB exactly as Pillow's ``convert("RGB")`` does, and drops the alpha channel of PNGs (RGBA,
+LA, palette with transparency) exactly like ``convert("RGB")``. **Alpha policy: drop alpha, no compositing**
+(the reference does ``convert("RGB")`` too, before open_clip's transform). The nvJPEG (``mixed``) path could
+not be checked here (no GPU; ``test_gpu_pipeline_matches_cpu`` runs where there is one). DALI does not read
+GIF, and a decoding error invalidates the whole pipeline object. Hence the CPU runtime:
 
 * validates each item before DALI sees it (empty, not an image, truncated, above the pixel limit: read from
   the header only, so a huge image is never decoded);
@@ -107,7 +113,7 @@ def _round_half_even(x):
     return n + (frac > 0.5) + (frac == 0.5) * odd
 
 
-def preprocess_graph(image, shape, spec: PreprocessSpec) -> dict:
+def preprocess_graph(image, shape, spec: PreprocessSpec, device: Device = "cpu") -> dict:
     """Builds both branches on a decoded HWC uint8 RGB ``image`` (cpu or gpu DataNode).
 
     ``shape`` is a CPU DataNode holding (h, w, ...) of ``image`` as integers; every size and offset below is
@@ -137,16 +143,20 @@ def preprocess_graph(image, shape, spec: PreprocessSpec) -> dict:
         interp_type=types.INTERP_LINEAR,
         antialias=False,  # cv2.INTER_LINEAR does not antialias
     )
-    letterboxed = fn.slice(
-        letterboxed,
-        start=fn.cast(fn.stack(-top, -left), dtype=types.INT32),
-        shape=[s, s],
-        axis_names="HW",
-        out_of_bounds_policy="pad",
-        fill_values=float(spec.pad_value),
-    )
+    # Centred padding, ÷255 and CHW in one operator: the crop window starts at (-top, -left) of the resized
+    # image; crop_pos = left / dw places it there exactly (checked for every width 1..S), fill in output units.
     yolo_input = fn.crop_mirror_normalize(
-        letterboxed, dtype=types.FLOAT, output_layout="CHW", mean=[0.0, 0.0, 0.0], std=[255.0, 255.0, 255.0]
+        letterboxed,
+        crop_w=float(s),
+        crop_h=float(s),
+        crop_pos_x=fn.cast(fn.cast(left, dtype=types.FLOAT64) / dmath.max(s - new_w, 1.0), dtype=types.FLOAT),
+        crop_pos_y=fn.cast(fn.cast(top, dtype=types.FLOAT64) / dmath.max(s - new_h, 1.0), dtype=types.FLOAT),
+        out_of_bounds_policy="pad",
+        fill_values=[spec.pad_value / 255.0] * 3,
+        dtype=types.FLOAT,
+        output_layout="CHW",
+        mean=[0.0, 0.0, 0.0],
+        std=[255.0, 255.0, 255.0],
     )
 
     # CLIP branch: torchvision Resize(R) (shorter side to R, longer to int(R*long/short)) + CenterCrop(R),
@@ -160,10 +170,10 @@ def preprocess_graph(image, shape, spec: PreprocessSpec) -> dict:
     interp = types.INTERP_LINEAR if spec.interpolation == "bilinear" else types.INTERP_CUBIC
     support = 1.0 if spec.interpolation == "bilinear" else 2.0
     rows = _pil_resample_axis(image, "W", in_len=w, other_len=h, scale=wf / fn.cast(clip_w, dtype=types.FLOAT64),
-                              out_start=crop_left, out_len=rr, interp=interp, support=support)
+                              out_start=crop_left, out_len=rr, interp=interp, support=support, device=device)
     clip_crop = _pil_resample_axis(rows, "H", in_len=h, other_len=h * 0 + rr,
                                    scale=hf / fn.cast(clip_h, dtype=types.FLOAT64), out_start=crop_top,
-                                   out_len=rr, interp=interp, support=support)
+                                   out_len=rr, interp=interp, support=support, device=device)
     clip_input = fn.crop_mirror_normalize(
         clip_crop,
         dtype=types.FLOAT,
@@ -184,7 +194,8 @@ def preprocess_graph(image, shape, spec: PreprocessSpec) -> dict:
     }
 
 
-def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start, out_len: int, interp, support):
+def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start, out_len: int, interp, support,
+                       device: Device = "cpu"):
     """One Pillow resampling pass along ``axis`` ("W" = horizontal, "H" = vertical) of an HWC uint8 image.
 
     Pillow (``Image.resize``, which open_clip/torchvision use) resamples horizontally then vertically, each
@@ -193,12 +204,12 @@ def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start,
     clamps the coordinates at the borders (the edge pixel takes the outside weights), which differs by up to
     ~5% of the range next to a high-contrast border. Emulated here with DALI operators only:
 
-    * zero-pad the axis by more than the kernel support, resample with an input ROI = the original extent
-      (DALI reads the zeros outside the ROI), and divide by the same resampling of a ones mask, i.e. the sum
-      of the in-image weights: the renormalized, truncated kernel;
+    * zero-pad the axis by more than the kernel support (ceil(support * max(scale, 1)) + 1 pixels), resample
+      with an input ROI = the original extent (DALI reads the zeros outside the ROI), and divide by the same
+      resampling of a ones mask, i.e. the sum of the in-image weights: the renormalized, truncated kernel;
     * output pixel j of the pass is pixel ``out_start + j`` of the full-size resize (scale = in/out size),
       so the centre crop is folded into the ROI and only the kept pixels are computed;
-    * round and saturate to uint8 after the pass, like Pillow's 8-bit passes.
+    * round (half up) and saturate to uint8 after the pass, like Pillow's 8-bit passes.
 
     ``in_len``/``other_len``/``out_start`` are INT64 DataNodes on the CPU, ``scale`` a FLOAT64 DataNode.
     """
@@ -206,20 +217,29 @@ def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start,
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
+    f32, f64, i32 = types.FLOAT, types.FLOAT64, types.INT32
     margin = fn.cast(dmath.ceil(support * dmath.max(scale, 1.0)), dtype=types.INT64) + 1
-    mask = image[0:1, :, 0:1] if axis == "W" else image[:, 0:1, 0:1]
-    mask = fn.cast(mask * 0 + 1, dtype=types.FLOAT)
+    one = in_len * 0 + 1
+    cat_axis = 1 if axis == "W" else 0
 
-    def pad(x):
-        return fn.slice(x, start=fn.cast(-margin, dtype=types.INT32),
-                        shape=fn.cast(in_len + 2 * margin, dtype=types.INT32),
-                        axis_names=axis, out_of_bounds_policy="pad", fill_values=0.0)
+    def along(length, across, channels):  # an HWC shape with `length` on `axis`, as INT32
+        shape = fn.stack(across, length, channels) if axis == "W" else fn.stack(length, across, channels)
+        return fn.cast(shape, dtype=i32)
 
-    first = fn.cast(margin, dtype=types.FLOAT64) + fn.cast(out_start, dtype=types.FLOAT64) * scale
+    # Zero padding (fn.cat of zero strips: cheaper than a padding slice on the CPU).
+    zeros = fn.zeros(shape=along(margin, other_len, one * 3), dtype=types.UINT8)
+    # The sum of the in-image weights: resample zeros(m) ones(in_len) zeros(m) the same way.
+    mask_pad = fn.zeros(shape=along(margin, one, one), dtype=f32)
+    mask = fn.cat(mask_pad, fn.ones(shape=along(in_len, one, one), dtype=f32), mask_pad, axis=cat_axis)
+    if device == "gpu":
+        zeros, mask = zeros.gpu(), mask.gpu()
+    padded = fn.cat(zeros, image, zeros, axis=cat_axis)
+
+    first = fn.cast(margin, dtype=f64) + fn.cast(out_start, dtype=f64) * scale
     last = first + out_len * scale
-    zero = fn.cast(in_len * 0, dtype=types.FLOAT)
-    first, last = fn.cast(first, dtype=types.FLOAT), fn.cast(last, dtype=types.FLOAT)
-    other = fn.cast(other_len, dtype=types.FLOAT)
+    zero = fn.cast(in_len * 0, dtype=f32)
+    first, last = fn.cast(first, dtype=f32), fn.cast(last, dtype=f32)
+    other = fn.cast(other_len, dtype=f32)
     n = zero + out_len
     if axis == "W":  # roi/size in (H, W) order
         roi = {"roi_start": fn.stack(zero, first), "roi_end": fn.stack(other, last)}
@@ -227,10 +247,10 @@ def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start,
     else:
         roi = {"roi_start": fn.stack(first, zero), "roi_end": fn.stack(last, other)}
         size, mask_roi_end, mask_size = fn.stack(n, other), fn.stack(last, zero + 1), fn.stack(n, zero + 1)
-    common = {"interp_type": interp, "antialias": True, "dtype": types.FLOAT, "subpixel_scale": False}
-    weighted = fn.resize(pad(image), size=size, **roi, **common)
-    weights = fn.resize(pad(mask), size=mask_size, roi_start=roi["roi_start"], roi_end=mask_roi_end, **common)
-    return fn.cast(dmath.clamp(weighted / weights, 0.0, 255.0), dtype=types.UINT8)
+    common = {"interp_type": interp, "antialias": True, "dtype": f32, "subpixel_scale": False}
+    weighted = fn.resize(padded, size=size, **roi, **common)
+    weights = fn.resize(mask, size=mask_size, roi_start=roi["roi_start"], roi_end=mask_roi_end, **common)
+    return fn.cast(weighted / weights, dtype=types.UINT8)  # rounds half up and saturates, like Pillow
 
 
 def _half_even_half(d):
@@ -240,7 +260,7 @@ def _half_even_half(d):
     return k + rem * (k - 2 * (k // 2))
 
 
-def build_pipeline(
+def pipeline_definition(
     spec: PreprocessSpec,
     device: Device = "cpu",
     *,
@@ -249,11 +269,12 @@ def build_pipeline(
     num_threads: int = 2,
     device_id: int | None = None,
 ):
-    """Returns an (unbuilt) DALI pipeline running :func:`preprocess_graph`.
+    """The ``@pipeline_def`` function (call it to get a pipeline) running :func:`preprocess_graph`.
 
     ``device="cpu"``: CPU decoding, ``device_id=None`` (no GPU needed), external source with
     ``prefetch_queue_depth=1, exec_async=False, exec_pipelined=False`` (DESIGN.md §7).
-    ``device="gpu"``: ``mixed`` nvJPEG decoding, everything after it on the GPU (``device_id`` defaults to 0).
+    ``device="gpu"``: ``mixed`` nvJPEG decoding, everything after it on the GPU (``device_id`` defaults to 0;
+    the tiny geometry arithmetic stays on the CPU, as operator arguments must).
     ``source="encoded"`` takes ``encoded_image`` (UINT8 [-1], the file bytes); ``source="decoded"`` takes
     ``rgb_image`` (UINT8 [H,W,3], already decoded and orientation-corrected RGB) and skips the decoder: the
     CPU runtime uses it for images only Pillow can decode.
@@ -274,7 +295,7 @@ def build_pipeline(
         kwargs = {}
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, **kwargs)
-    def _pipeline():
+    def visual_search_preprocess():
         if source == "encoded":
             encoded = fn.external_source(name=INPUT_NAME, dtype=types.UINT8, ndim=1, device="cpu")
             # peek_image_shape reads the header on the CPU (EXIF orientation applied), so the geometry is a
@@ -293,10 +314,19 @@ def build_pipeline(
             shape = image.shape()
             if device == "gpu":
                 image = image.gpu()
-        outputs = preprocess_graph(image, shape, spec)
+        outputs = preprocess_graph(image, shape, spec, device)
         return tuple(outputs[name] for name in OUTPUT_NAMES)
 
-    return _pipeline()
+    return visual_search_preprocess
+
+
+def build_pipeline(spec: PreprocessSpec, device: Device = "cpu", **kwargs):
+    """An (unbuilt) pipeline from :func:`pipeline_definition` (same keyword arguments)."""
+    return pipeline_definition(spec, device, **kwargs)()
+
+
+class GpuSerializationError(RuntimeError):
+    """``model.dali`` cannot be written here: DALI needs a CUDA device to serialize a GPU pipeline."""
 
 
 def serialize_gpu(
@@ -310,24 +340,64 @@ def serialize_gpu(
 ) -> Path:
     """Writes the GPU (``mixed`` decoding) pipeline to ``path`` (``model.dali`` for Triton's dali backend).
 
-    Give either the two facts objects or a ready ``spec``. Serializing only records the graph: it does not
-    build the pipeline, so it works on a machine without a GPU (checked on the CPU-only dev machine).
+    Give either the two facts objects or a ready ``spec``. DALI 2.4 instantiates the pipeline backend to
+    serialize, and a pipeline with a device id needs CUDA: on a machine without a GPU this raises
+    :class:`GpuSerializationError`. There, use :func:`write_autoserialize_model` instead (Triton's dali
+    backend then serializes the same definition when it loads the model, on the GPU server).
     """
-    if spec is None:
-        if clip is None or yolo is None:
-            raise ValueError("serialize_gpu needs either spec= or both clip and yolo facts")
-        spec = PreprocessSpec.from_facts(clip, yolo)
+    spec = _spec_from(spec, clip, yolo)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pipe = build_pipeline(spec, "gpu", source="encoded", batch_size=batch_size, num_threads=num_threads)
     try:
-        pipe.serialize(filename=str(path))
-    except Exception as exc:  # pragma: no cover - depends on the DALI build
-        raise RuntimeError(
-            f"could not serialize the GPU DALI pipeline to {path}: {exc}. Serialize it on a machine with a "
-            "CUDA GPU (the same DALI version as the Triton dali backend)."
+        serialized = pipe.serialize()
+    except RuntimeError as exc:
+        raise GpuSerializationError(
+            f"cannot serialize the GPU DALI pipeline to {path} on this machine: DALI needs a CUDA device to "
+            "serialize a pipeline with GPU operators (nvJPEG decoding). Run serialize_gpu on a machine with a "
+            "GPU and the DALI version of the Triton dali backend, or write the model with "
+            f"write_autoserialize_model() so Triton serializes it at load time. DALI said: "
+            f"{str(exc).strip().splitlines()[0]}"
         ) from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(serialized)
     return path
+
+
+def write_autoserialize_model(
+    version_dir: str | Path,
+    clip: ClipFacts | None = None,
+    yolo: YoloFacts | None = None,
+    *,
+    spec: PreprocessSpec | None = None,
+    batch_size: int = 16,
+    num_threads: int = 4,
+) -> Path:
+    """Writes ``<version_dir>/dali.py`` for the dali backend's autoserialization (no GPU needed here).
+
+    The file holds no pipeline code: it imports :func:`pipeline_definition` from this module with the
+    constants baked in, so the Triton server's Python must be able to import ``export.dali_preprocess``
+    (put the repository on its ``PYTHONPATH``). Triton serializes it to ``model.dali`` when loading.
+    """
+    spec = _spec_from(spec, clip, yolo)
+    path = Path(version_dir) / "dali.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        '"""Generated by export/dali_preprocess.py: Triton\'s dali backend serializes this at load time."""\n\n'
+        "from nvidia.dali.plugin.triton import autoserialize\n\n"
+        "from export.dali_preprocess import PreprocessSpec, pipeline_definition\n\n"
+        f"SPEC = {spec!r}\n\n"
+        f"pipeline = autoserialize(pipeline_definition(SPEC, \"gpu\", source=\"encoded\", "
+        f"batch_size={int(batch_size)}, num_threads={int(num_threads)}))\n"
+    )
+    return path
+
+
+def _spec_from(spec: PreprocessSpec | None, clip, yolo) -> PreprocessSpec:
+    if spec is not None:
+        return spec
+    if clip is None or yolo is None:
+        raise ValueError("give either spec= or both the clip and the yolo facts")
+    return PreprocessSpec.from_facts(clip, yolo)
 
 
 # ------------------------------------------------------------------------------------------ the CPU runtime
@@ -345,7 +415,14 @@ class PreprocessResult:
     decoder: Literal["dali", "pil"]  # which decoder produced the pixels
 
     def as_dict(self) -> dict[str, np.ndarray]:
+        """The five outputs by Triton tensor name."""
         return {name: getattr(self, name) for name in OUTPUT_NAMES}
+
+    def __repr__(self) -> str:
+        h, w = (int(v) for v in self.image_size)
+        r, left, top = (float(v) for v in self.letterbox)
+        return (f"PreprocessResult(image_size=({h}, {w}), letterbox=(r={r:.6g}, left={left:g}, top={top:g}), "
+                f"clip_input={tuple(self.clip_input.shape)}, decoder={self.decoder!r})")
 
 
 @dataclass(frozen=True)
@@ -431,8 +508,10 @@ def _webp_is_simple_and_complete(data: bytes) -> tuple[bool, bool]:
 class DaliPreprocessor:
     """Runs the CPU variant of the preprocessing on a list of encoded images, one result per item.
 
-    The DALI pipelines are built once (lazily) and reused; a pipeline that DALI invalidated after an error
-    is rebuilt. Not for concurrent use from several threads (a lock serializes :meth:`run`).
+    The DALI pipeline for encoded images is built in the constructor and reused (the one for Pillow-decoded
+    pixels on first need); a pipeline that DALI invalidated after an error is rebuilt. ``batch_size`` is the
+    DALI batch: longer lists are processed in chunks. A lock serializes :meth:`run`. Output arrays are copies
+    owned by the results.
     """
 
     def __init__(
@@ -460,6 +539,7 @@ class DaliPreprocessor:
         self.batch_size = int(batch_size)
         self._pipes: dict[str, object] = {}
         self._lock = threading.Lock()
+        self._pipe("encoded")  # built now, so a broken DALI install fails at model load, not per request
 
     @classmethod
     def from_facts(cls, clip: ClipFacts, yolo: YoloFacts, *, max_pixels: int, num_threads: int = 2,
@@ -489,7 +569,10 @@ class DaliPreprocessor:
             to_dali: list[tuple[int, bytes]] = []
             to_pil: list[tuple[int, np.ndarray]] = []
             for i, data in enumerate(images):
-                routed = self._validate(data)
+                try:
+                    routed = self._validate(data)
+                except Exception as exc:  # a checker bug must cost one item, not the request
+                    routed = PreprocessError("decode_failed", f"the image could not be read: {exc!r}")
                 if isinstance(routed, PreprocessError):
                     results[i] = routed
                 elif isinstance(routed, np.ndarray):
@@ -505,27 +588,45 @@ class DaliPreprocessor:
                 results[idx] = result
             return results  # type: ignore[return-value]
 
-    def validate(self, data: bytes) -> PreprocessError | None:
-        """The checks :meth:`run` applies before decoding (header only for the size); None when accepted."""
-        routed = self._validate(data)
-        return routed if isinstance(routed, PreprocessError) else None
+    def validate(self, data) -> PreprocessError | None:
+        """The checks :meth:`run` makes before decoding, without decoding: empty, not an image (or not a
+        supported format), truncated (file structure), too large (from the header). None when accepted.
+
+        Cheap (no pixel decoding), so an adapter can call it before sending bytes to the GPU model, which has
+        no per-item validation in front of it."""
+        inspected = self._inspect(data)
+        return inspected if isinstance(inspected, PreprocessError) else None
 
     # ---------------------------------------------------------------------------------------- checks
 
-    def _validate(self, data: bytes) -> PreprocessError | bytes | np.ndarray:
+    def _validate(self, data) -> PreprocessError | bytes | np.ndarray:
         """Returns an error, the bytes to give DALI, or the Pillow-decoded RGB pixels for the decoded route."""
-        from PIL import Image, UnidentifiedImageError
+        inspected = self._inspect(data)
+        if isinstance(inspected, PreprocessError):
+            return inspected
+        data, fmt, image = inspected
+        if self._dali_can_decode(fmt, data, image):
+            return data
+        return self._pil_decode(data, fmt)
 
-        if data is None or len(data) == 0:
+    def _inspect(self, data):
+        """PreprocessError, or (bytes, format, lazily opened Pillow image: header read, pixels not)."""
+        from PIL import Image
+
+        try:
+            data = _as_bytes(data) if data is not None else b""
+        except TypeError as exc:
+            return PreprocessError("not_an_image", str(exc))
+        if len(data) == 0:
             return PreprocessError("empty", "the image is empty (0 bytes)")
-        data = bytes(data)
         sniffed = _sniff(data)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)  # lazy: header only
         except Image.DecompressionBombError as exc:
-            return PreprocessError("too_large", f"image header declares too many pixels ({exc})")
+            return PreprocessError("too_large", f"image header declares too many pixels (limit {self.max_pixels}): "
+                                                f"{exc}")
         except Exception as exc:  # UnidentifiedImageError, OSError, SyntaxError, struct.error, ...
             if sniffed is None:
                 return PreprocessError(
@@ -546,9 +647,7 @@ class DaliPreprocessor:
             )
         if self._structurally_truncated(fmt, data):
             return PreprocessError("truncated", f"the {fmt} file ends before its image data does")
-        if self._dali_can_decode(fmt, data, image):
-            return data
-        return self._pil_decode(data, fmt)
+        return data, fmt, image
 
     @staticmethod
     def _structurally_truncated(fmt: str, data: bytes) -> bool:
@@ -608,9 +707,6 @@ class DaliPreprocessor:
             self._pipes[source] = pipe
         return pipe
 
-    def _drop_pipe(self, source: Source) -> None:
-        self._pipes.pop(source, None)  # DALI invalidates a pipeline after an error: build a fresh one
-
     def _run_batch(self, source: Source, arrays: list[np.ndarray], decoder: str) -> list[PreprocessResult]:
         pipe = self._pipe(source)
         pipe.feed_input(INPUT_NAME if source == "encoded" else DECODED_INPUT_NAME, arrays)
@@ -620,42 +716,67 @@ class DaliPreprocessor:
             for k in range(len(arrays))
         ]
 
+    def _try_batch(self, source: Source, arrays: list[np.ndarray], decoder: str):
+        """(results, None) or (None, exception); a failed pipeline is dropped (DALI invalidates it)."""
+        try:
+            return self._run_batch(source, arrays, decoder), None
+        except Exception as exc:
+            self._pipes.pop(source, None)
+            return None, exc
+
     def _run_encoded(self, items: list[tuple[int, bytes]]):
         """Yields (index, PreprocessResult | PreprocessError | Pillow pixels for the decoded route)."""
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
             arrays = [np.frombuffer(data, dtype=np.uint8) for _, data in chunk]
-            try:
-                yield from zip((i for i, _ in chunk), self._run_batch("encoded", arrays, "dali"), strict=True)
+            results, _ = self._try_batch("encoded", arrays, "dali")
+            if results is not None:
+                yield from zip((i for i, _ in chunk), results, strict=True)
                 continue
-            except Exception:
-                self._drop_pipe("encoded")
             for (idx, data), array in zip(chunk, arrays, strict=True):  # isolate the item DALI refused
-                try:
-                    yield idx, self._run_batch("encoded", [array], "dali")[0]
-                except Exception as exc:
-                    self._drop_pipe("encoded")
-                    fallback = self._pil_decode(data, _sniff(data) or "image")
-                    if isinstance(fallback, PreprocessError):
-                        detail = str(exc).strip().splitlines()
-                        yield idx, PreprocessError(
-                            fallback.code, f"{fallback.message}; DALI: {detail[0] if detail else exc!r}"
-                        )
-                    else:
-                        yield idx, fallback
+                results, exc = self._try_batch("encoded", [array], "dali")
+                if results is not None:
+                    yield idx, results[0]
+                    continue
+                fallback = self._pil_decode(data, _sniff(data) or "image")
+                if isinstance(fallback, PreprocessError):
+                    fallback = PreprocessError(fallback.code, f"{fallback.message}; DALI: {_dali_reason(exc)}")
+                yield idx, fallback
 
     def _run_decoded(self, items: list[tuple[int, np.ndarray]]):
         for start in range(0, len(items), self.batch_size):
             chunk = items[start : start + self.batch_size]
-            try:
-                yield from zip((i for i, _ in chunk), self._run_batch("decoded", [a for _, a in chunk], "pil"),
-                               strict=True)
+            results, _ = self._try_batch("decoded", [a for _, a in chunk], "pil")
+            if results is not None:
+                yield from zip((i for i, _ in chunk), results, strict=True)
                 continue
-            except Exception:
-                self._drop_pipe("decoded")
             for idx, array in chunk:
-                try:
-                    yield idx, self._run_batch("decoded", [array], "pil")[0]
-                except Exception as exc:
-                    self._drop_pipe("decoded")
-                    yield idx, PreprocessError("decode_failed", f"preprocessing failed: {exc}")
+                results, exc = self._try_batch("decoded", [array], "pil")
+                yield idx, (results[0] if results is not None else
+                            PreprocessError("decode_failed", f"preprocessing failed: {_dali_reason(exc)}"))
+
+
+def _dali_reason(exc: BaseException | None) -> str:
+    """The informative part of a DALI pipeline error (the lines after "encountered:")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if "encountered:" in lines:
+        lines = lines[lines.index("encountered:") + 1 :]
+    lines = [line for line in lines if not line.startswith("Current pipeline object is no longer valid")]
+    return " ".join(lines)[:300] or repr(exc)
+
+
+def _as_bytes(data) -> bytes:
+    """Accepts bytes-likes and what a Triton python model holds: a uint8 array, or a 1-element object array."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, np.ndarray):
+        if data.dtype == object:
+            if data.size != 1:
+                raise TypeError(f"expected one encoded image, got an object array of {data.size} items")
+            return _as_bytes(data.reshape(-1)[0])
+        return np.ascontiguousarray(data).view(np.uint8).reshape(-1).tobytes()
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):
+        raise TypeError("expected the image bytes, got str (decode base64 or read the file first)")
+    return bytes(data)

@@ -75,7 +75,7 @@ def png_rgb() -> bytes:
 def png_rgba() -> bytes:
     """RGBA with alpha ranging over 0..255, including fully transparent regions over non-black colour."""
     rgb = synthetic_photo(400, 300, 6)
-    yy, xx = np.mgrid[0:300, 0:400]
+    xx = np.arange(400)[None, :].repeat(300, axis=0)
     alpha = np.clip(xx * 255 // 399, 0, 255).astype(np.uint8)
     alpha[:40, :] = 0
     return _encode(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), "PNG")
@@ -226,6 +226,23 @@ def jpeg_huge_header() -> bytes:
     raise AssertionError("no SOF marker in the generated JPEG")
 
 
+def png_corrupt_data() -> bytes:
+    """A structurally complete PNG (every chunk, valid CRCs, IEND) whose compressed pixel data is garbage."""
+    data = bytearray(png_rgb())
+    pos = data.find(b"IDAT")
+    (length,) = struct.unpack_from(">I", data, pos - 4)
+    start = pos + 4
+    for i in range(start + 40, start + length - 10, 7):
+        data[i] ^= 0x5A
+    struct.pack_into(">I", data, start + length, zlib.crc32(bytes(data[pos : start + length])))
+    return bytes(data)
+
+
+def truncated_gif() -> bytes:
+    data = gif_palette()
+    return data[: len(data) // 2]
+
+
 def png_above_limit_small() -> bytes:
     """A real, decodable 2000 x 1500 PNG (3 MP): refused only when the configured limit is below 3 MP."""
     return _encode(Image.new("RGB", (2000, 1500), (10, 20, 30)), "PNG")
@@ -240,4 +257,6 @@ BAD_KINDS: dict[str, tuple[Callable[[], bytes], str]] = {
     "jpeg_header_only": (jpeg_header_only, "truncated"),
     "png_huge_header": (png_huge_header, "too_large"),
     "jpeg_huge_header": (jpeg_huge_header, "too_large"),
+    "png_corrupt_data": (png_corrupt_data, "decode_failed"),
+    "truncated_gif": (truncated_gif, "truncated"),
 }

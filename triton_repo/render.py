@@ -7,6 +7,7 @@ serialized DALI pipeline (gpu preprocess).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ import jinja2
 from common.config import Settings
 from common.model_facts import ClipFacts, YoloFacts
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 PYTHON_MODELS = HERE / "models"
@@ -80,6 +82,17 @@ def _link(src: Path, dst: Path) -> None:
     dst.symlink_to(src)
 
 
+def _write_dali(version: Path, clip: ClipFacts, yolo: YoloFacts) -> None:
+    """model.dali where CUDA can serialize it; elsewhere the definition the dali backend serializes at load."""
+    from export.dali_preprocess import GpuSerializationError, serialize_gpu, write_autoserialize_model
+
+    try:
+        serialize_gpu(version / "model.dali", clip=clip, yolo=yolo)
+    except GpuSerializationError as exc:
+        log.warning("%s; writing the autoserialize definition instead", exc)
+        write_autoserialize_model(version, clip=clip, yolo=yolo)
+
+
 def render_repository(settings: Settings, out_dir: Path, profile: str | None = None,
                       artifacts: bool = True) -> Path:
     """Writes the repository; `artifacts=False` writes configs only (what the static check needs)."""
@@ -103,7 +116,5 @@ def render_repository(settings: Settings, out_dir: Path, profile: str | None = N
         elif payload.onnx:
             _link(onnx_files[payload.onnx], version / "model.onnx")
         elif payload.dali:
-            from export.dali_preprocess import serialize_gpu
-
-            serialize_gpu(version / "model.dali", clip=clip, yolo=yolo)
+            _write_dali(version, clip, yolo)
     return out_dir
