@@ -118,3 +118,30 @@ def render_repository(settings: Settings, out_dir: Path, profile: str | None = N
         elif payload.dali:
             _write_dali(version, clip, yolo)
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m triton_repo.render [--profile P] [--out DIR]`: render, then run the static check."""
+    import argparse
+
+    from common.config import load_config
+    from triton_repo.check import check_repository
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--profile", choices=["cpu", "gpu"])
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--configs-only", action="store_true")
+    args = parser.parse_args(argv)
+    settings = load_config()
+    profile = args.profile or settings.profile
+    out = args.out or settings.cache / f"triton_repo_{profile}"
+    render_repository(settings, out, profile, artifacts=not args.configs_only)
+    problems = check_repository(out)
+    for problem in problems:
+        print(problem)
+    print(f"{out}: {profile} profile, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
