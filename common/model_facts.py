@@ -62,10 +62,13 @@ class ClipFacts(_Facts):
 
 
 class YoloFacts(_Facts):
-    """A YOLO11 detector exported to ONNX with NMS inside the graph.
+    """A YOLO11 detector exported to ONNX with NMS inside the graph (ultralytics `nms=True`).
 
-    Output `output0` is [B, max_det, 6]: x1, y1, x2, y2 (letterboxed input pixels), score, class id;
-    rows past the detections are zero.
+    Input `images` FP32 [B, 3, 640, 640]: letterboxed (pad value 114, centred), RGB, ÷255, CHW.
+    Output `output0` FP32 [B, max_det, 6]: x1, y1, x2, y2 (letterboxed input pixels), score, class id
+    (a float holding an integer); rows sorted by score, rows past the detections are all zero.
+    The batch axis is dynamic but ultralytics unrolls its NMS loop at export time: only batches of
+    1..`max_batch` images are processed; images beyond `max_batch` silently get all-zero rows.
     """
 
     kind: Literal["yolo"] = "yolo"
@@ -77,3 +80,10 @@ class YoloFacts(_Facts):
     iou_threshold: float
     max_det: int
     file: str = "model.onnx"
+    input_name: str = "images"
+    output_name: str = "output0"
+    max_batch: int = 1  # the largest batch the NMS graph processes (the export batch)
+    requested_weights: str | None = None  # `models.yolo_weights` as configured (None: the bundled detector)
+    weights_sha256: str | None = None  # of the checkpoint file, when the weights came from one
+    ultralytics_version: str | None = None
+    export_seconds: float | None = None

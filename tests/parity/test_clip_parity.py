@@ -119,6 +119,16 @@ def _compare(got: np.ndarray, want: np.ndarray, label: str) -> None:
     assert np.all(np.abs(norms - 1) <= NORM_TOL), f"{label}: not L2-normalized: {norms}"
 
 
+def _input_sensitive(embeddings: np.ndarray, label: str) -> None:
+    """Different inputs must embed differently, or the parity above proves nothing (a collapsed random
+    network maps every image to one vector; see export.mobileclip._calibrate_batchnorm)."""
+    cos = embeddings @ embeddings.T
+    off = cos[~np.eye(len(cos), dtype=bool)]
+    FIGURES.append(f"  {label}: pairwise cos between different inputs {off.min():.4f}..{off.max():.4f}")
+    print(FIGURES[-1])
+    assert off.max() < 0.999, f"{label}: embeddings barely depend on the input"
+
+
 def test_facts_match_design(exported: Exported) -> None:
     facts = exported.facts
     dim, size, mean, std = DESIGN[facts.variant]
@@ -144,6 +154,8 @@ def test_image_encoder_parity(exported: Exported, kind: str, batch: int) -> None
         want = exported.model.encode_image(x, normalize=True).numpy()
     assert got.shape == (batch, exported.facts.embedding_dim)
     _compare(got, want, f"{exported.facts.variant} image {kind} b={batch}")
+    if batch > 1:
+        _input_sensitive(got, f"{exported.facts.variant} image {kind} b={batch}")
 
 
 @pytest.mark.parametrize("batch", [1, 8])
@@ -160,6 +172,8 @@ def test_text_encoder_parity(exported: Exported, kind: str, batch: int) -> None:
         want = exported.model.encode_text(tokens, normalize=True).numpy()
     assert got.shape == (batch, facts.embedding_dim)
     _compare(got, want, f"{facts.variant} text {kind} b={batch}")
+    if batch > 1:
+        _input_sensitive(got, f"{facts.variant} text {kind} b={batch}")
 
 
 def test_reparameterization_is_exact(exported: Exported) -> None:
