@@ -94,6 +94,15 @@ MODULES: tuple[ModuleSpec, ...] = (
         "The Reindex module adds APIs to reindex from one index to another or update documents in place.",
         permissions=('java.net.SocketPermission "*", "connect"',),  # reindex-from-remote
     ),
+    # Templates ({{ _ingest.on_failure_message }}) in the dead-letter route's set processors.
+    ModuleSpec(
+        "lang-mustache",
+        "org.opensearch.plugin",
+        "lang-mustache-client",
+        "org.opensearch.script.mustache.MustachePlugin",
+        "Mustache scripting integration for OpenSearch",
+        permissions=('java.lang.reflect.ReflectPermission "suppressAccessChecks"',),  # mustache reflects on maps
+    ),
     # The set/remove processors of the dead-letter route; its script processor needs painless.
     ModuleSpec(
         "ingest-common",

@@ -69,8 +69,8 @@ def render_configs(settings: Settings, clip: ClipFacts, yolo: YoloFacts, profile
     context = {
         "profile": profile, "triton": settings.triton, "models": settings.models, "clip": clip, "yolo": yolo,
         "clip_dir": settings.clip_dir, "yolo_dir": settings.yolo_dir,
-        # the NMS graph exported by ultralytics only takes one image per call
-        "yolo_session_batch": 1,
+        # the NMS graph exported by ultralytics takes at most the batch it was exported with
+        "yolo_session_batch": yolo.max_batch,
     }
     return {name: env.get_template(f"{name}/config.pbtxt.j2").render(**context) for name in model_names()}
 

@@ -40,7 +40,7 @@ def test_plugins_and_modules_are_loaded(client: httpx.Client, settings) -> None:
         "opensearch-knn",
         "opensearch-neural-search",
     } <= plugins
-    assert {"lang-painless", "reindex", "ingest-common"} <= modules
+    assert {"lang-painless", "lang-mustache", "reindex", "ingest-common"} <= modules
     # Versions must line up, or the plugin loader would have refused them; checked for a clear message.
     assert {p["opensearch_version"] for p in node["plugins"]} == {settings.opensearch.version}
 
