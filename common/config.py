@@ -99,9 +99,9 @@ class MLCommonsSettings(_Section):
     model_group: str = "visual-search"
     embed_model: str = "mobileclip-embed"
     analyze_model: str = "visual-analyze"
-    max_connection: int = Field(30, ge=1)
-    connection_timeout_s: int = Field(5, ge=1)
-    read_timeout_s: int = Field(60, ge=1)
+    max_connection: int = Field(256, ge=1)
+    connection_timeout_s: int = Field(60, ge=1)
+    read_timeout_s: int = Field(120, ge=1)
 
 
 class IndexSettings(_Section):

@@ -199,16 +199,28 @@ def test_filters_exclude_exactly_what_they_should(case, stored, os_client, stack
     assert {h["_id"] for h in hits} == expected
 
 
+def _min_max(scores: dict[str, float]) -> dict[str, float]:
+    low, high = min(scores.values()), max(scores.values())
+    return {k: (v - low) / (high - low) if high > low else 1.0 for k, v in scores.items()}
+
+
 def test_hybrid_query_combines_lexical_and_neural(stored, os_client, stack_settings):
-    target = next(i for i in stored if i.startswith("shape-"))
-    filename = stored[target]["filename"]
-    hits = _search(os_client, stack_settings.index.name, {
-        "size": 10, "_source": ["filename"],
-        "query": {"hybrid": {"queries": [
-            {"term": {"filename.keyword": filename}},
-            {"neural": {"global_image_embedding": {"query_text": "a green square", "k": 10}}}]}}})
-    assert hits and hits[0]["_id"] == target  # the only lexical match wins after normalization
-    assert all(0 <= h["_score"] <= 1 for h in hits)  # min-max normalized, arithmetic mean
+    """Scores equal the search pipeline's min-max normalization and weighted mean of the two sub-queries."""
+    index = stack_settings.index.name
+    lexical = {"terms": {"tags": ["kind", "star"]}}
+    neural = {"neural": {"global_image_embedding": {"query_text": "a green square", "k": 10}}}
+    separately = []
+    for query in (lexical, neural):
+        hits = _search(os_client, index, {"size": 100, "_source": False, "query": query})
+        separately.append(_min_max({h["_id"]: h["_score"] for h in hits}))
+    weights = (0.3, 0.7)  # pipelines/templates/search-pipeline.json.j2
+    ids = set(separately[0]) | set(separately[1])
+    expected = {i: sum(w * part.get(i, 0.0) for w, part in zip(weights, separately, strict=True)) for i in ids}
+    hits = _search(os_client, index, {"size": 100, "_source": False,
+                                      "query": {"hybrid": {"queries": [lexical, neural]}}})
+    assert {h["_id"] for h in hits} == ids
+    for hit in hits:
+        assert hit["_score"] == pytest.approx(expected[hit["_id"]], abs=1e-3), hit["_id"]
 
 
 def test_bootstrap_again_changes_nothing(corpus, cluster, stack_settings, clip_facts):
