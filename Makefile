@@ -48,7 +48,7 @@ bench: up
 	$(PY) -m bench
 
 demo: up
-	$(PY) -m bench.demo
+	$(PY) -m bootstrap.cli demo $(FOLDER)
 
 clean: down
 	rm -rf $(VENV) .cache/run

@@ -44,6 +44,27 @@ def cmd_down(args: argparse.Namespace) -> int:
     return down(load_config())
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bootstrap.examples import run_examples
+    from bootstrap.ingest import image_files, ingest_folder, write_sample_images
+    from bootstrap.opensearch_api import connect
+
+    settings = load_config()
+    folder = Path(args.folder) if args.folder else write_sample_images(settings.cache / "demo-images")
+    if not image_files(folder):
+        console.print(f"[red]error:[/red] no images under {folder}")
+        return 2
+    client = connect(settings.opensearch)
+    counts = ingest_folder(client, settings.index.name, folder)
+    console.print(f"indexed: {counts.get(settings.index.name, 0)}, dead-lettered "
+                  f"({settings.index.dead_letter}): {counts.get(settings.index.dead_letter, 0)}, "
+                  f"rejected: {counts.get('rejected', 0)}")
+    run_examples(client, settings.index.name, image_files(folder)[0], console)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from bootstrap.stack import status
 
@@ -61,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(func=cmd_down)
     sub.add_parser("status", help="what runs where").set_defaults(func=cmd_status)
+    demo = sub.add_parser("demo", help="bulk-index a folder of images (default: generated samples), then "
+                                       "run every search mode")
+    demo.add_argument("folder", nargs="?", help="folder of images; sub-folder names become tags")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 
