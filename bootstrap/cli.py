@@ -15,6 +15,23 @@ from common.config import ConfigError, load_config
 console = Console(stderr=False)
 
 
+def adapter_ready(settings) -> None:
+    """The connectors are useless if the adapter (and Triton behind it) cannot answer: say so before applying."""
+    import httpx
+
+    from bootstrap.processes import StartupError
+
+    url = f"{settings.adapter.url.rstrip('/')}/health"
+    try:
+        response = httpx.get(url, timeout=5)
+    except httpx.HTTPError as exc:
+        raise StartupError(f"the adapter is unreachable at {url} ({exc.__class__.__name__}); start it "
+                           "(`make up`) or pass --skip-preflight") from exc
+    if response.status_code != 200:
+        raise StartupError(f"the adapter at {url} answers {response.status_code}: {response.text[:200]} "
+                           f"(is Triton ready at {settings.triton.grpc_url}?)")
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
     from bootstrap.opensearch_api import Cluster, connect
     from bootstrap.reconcile import Reconciler
@@ -22,6 +39,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
     settings = load_config()
     clip = ClipFacts.load(settings.clip_dir)
+    if not args.skip_preflight:
+        adapter_ready(settings)
     cluster = Cluster(connect(settings.opensearch), settings.opensearch.url)
     plan = Reconciler(cluster, settings, dry_run=args.dry_run).run(clip)
     title = "plan (dry run, nothing applied)" if args.dry_run else "bootstrap"
@@ -76,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     boot = sub.add_parser("bootstrap", help="create/update the OpenSearch side idempotently")
     boot.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    boot.add_argument("--skip-preflight", action="store_true", help="do not check the adapter's health first")
     boot.set_defaults(func=cmd_bootstrap)
     up = sub.add_parser("up", help="start OpenSearch, Triton and the adapter on 127.0.0.1, then bootstrap")
     up.add_argument("--no-bootstrap", action="store_true")

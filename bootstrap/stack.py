@@ -107,7 +107,7 @@ def up(settings: Settings, bootstrap: bool = True) -> int:
     if bootstrap:
         from bootstrap.cli import cmd_bootstrap
 
-        cmd_bootstrap(type("Args", (), {"dry_run": False})())
+        cmd_bootstrap(type("Args", (), {"dry_run": False, "skip_preflight": False})())
     status(settings)
     console.print("\nTry a neural text query (no model id needed, the search pipeline supplies it):")
     console.print(example_query(settings), highlight=False, soft_wrap=True)
