@@ -100,13 +100,17 @@ def check_repository(repo: Path) -> list[str]:
     return problems
 
 
-def main() -> int:
-    repo = Path(sys.argv[1])
+def report(repo: Path) -> int:
+    """Prints the problems of a repository; the exit code a CLI should return."""
     problems = check_repository(repo)
     for problem in problems:
         print(problem)
     print(f"{repo}: {len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def main() -> int:
+    return report(Path(sys.argv[1]))
 
 
 if __name__ == "__main__":

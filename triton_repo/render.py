@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from common.config import load_config
-    from triton_repo.check import check_repository
+    from triton_repo.check import report
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--profile", choices=["cpu", "gpu"])
@@ -136,11 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     profile = args.profile or settings.profile
     out = args.out or settings.cache / f"triton_repo_{profile}"
     render_repository(settings, out, profile, artifacts=not args.configs_only)
-    problems = check_repository(out)
-    for problem in problems:
-        print(problem)
-    print(f"{out}: {profile} profile, {len(problems)} problem(s)")
-    return 1 if problems else 0
+    return report(out)
 
 
 if __name__ == "__main__":
