@@ -45,3 +45,20 @@ def test_bootstrap_twice_changes_nothing(bootstrapped, cluster, stack_settings, 
     again = Reconciler(cluster, stack_settings).run(clip_facts)
     assert [s.action for s in again.steps] == ["unchanged"] * len(again.steps), [str(s) for s in again.steps]
     assert again.ids == bootstrapped.ids
+
+
+def test_changed_definition_is_updated_in_place(bootstrapped, cluster, stack_settings, clip_facts, os_client):
+    changed = stack_settings.model_copy(update={"ml_commons": stack_settings.ml_commons.model_copy(
+        update={"read_timeout_s": stack_settings.ml_commons.read_timeout_s + 1})})
+    try:
+        plan = Reconciler(cluster, changed).run(clip_facts)
+        actions = {f"{s.kind}:{s.name}": s.action for s in plan.steps}
+        assert actions[f"connector:{changed.ml_commons.embed_model}"] == "update"
+        assert actions[f"model:{changed.ml_commons.embed_model}"] == "update"  # redeployed
+        assert plan.ids == bootstrapped.ids  # same objects, updated in place
+        body = {"size": 1, "query": {"neural": {"global_image_embedding": {"query_text": "a red circle", "k": 1}}}}
+        os_client.search(index=stack_settings.index.name, body=body)  # the redeployed model answers
+    finally:
+        restored = Reconciler(cluster, stack_settings).run(clip_facts)
+    assert restored.ids == bootstrapped.ids
+    assert not Reconciler(cluster, stack_settings, dry_run=True).run(clip_facts).changes
