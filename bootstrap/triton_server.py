@@ -107,7 +107,11 @@ class TritonServer:
         log = self.log_file.open("ab")
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_env(),
                                      start_new_session=True)
-        wait_until(self.ready, self.proc, timeout_s, f"tritonserver (HTTP {self.http_port})", self.log_file)
+        try:
+            wait_until(self.ready, self.proc, timeout_s, f"tritonserver (HTTP {self.http_port})", self.log_file)
+        except BaseException:
+            self.stop()  # a server that never became ready must not linger
+            raise
         return self
 
     def ready(self) -> bool:
