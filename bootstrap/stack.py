@@ -84,7 +84,11 @@ def start_adapter(settings: Settings) -> str:
     with log.open("ab") as out:
         proc = subprocess.Popen(adapter_command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 cwd=Path(__file__).resolve().parent.parent)
-    wait_until(lambda: _healthy(f"http://{a.host}:{a.port}/health"), proc, 60, "adapter", log)
+    try:
+        wait_until(lambda: _healthy(f"http://{a.host}:{a.port}/health"), proc, 60, "adapter", log)
+    except BaseException:
+        stop_pid(proc.pid)
+        raise
     (run_dir(settings) / "adapter.pid").write_text(str(proc.pid))
     return "started"
 
