@@ -129,7 +129,7 @@ def configure(config_dir: Path | None = None) -> Path:
     # keys that would turn on Platform streaming of training runs
     os.environ.pop("ULTRALYTICS_API_KEY", None)
 
-    import ultralytics.utils as ul_utils  # noqa: F401  (the import itself reads the environment above)
+    import ultralytics.utils as ul_utils  # the import itself reads the environment above
 
     runs = directory / "runs"
     ul_utils.SETTINGS.update(

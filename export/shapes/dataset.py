@@ -5,7 +5,7 @@ is always the same, whatever the number of images asked for.  Images are 320..12
 side, with solid, gradient or noisy backgrounds and 1..6 non-overlapping shapes of five classes, each
 rotated, in a colour that stands out from the background under it.
 
-`python -m export.shapes.dataset OUT --train 1600 --val 160 --seed 0` writes a YOLO dataset
+`python -m export.shapes.dataset OUT --train 1200 --val 80 --seed 0` writes a YOLO dataset
 (`images/{train,val}`, `labels/{train,val}`, `data.yaml`).
 """
 
@@ -28,8 +28,8 @@ CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
 
 MIN_SIDE, MAX_SIDE = 320, 1280
 # object size (bounding-box side, before rotation) as a fraction of the image's long side: objects are
-# about 26..190 px once the image is letterboxed to 640
-MIN_REL_SIZE, MAX_REL_SIZE = 0.04, 0.30
+# about 32..160 px once the image is letterboxed to 640
+MIN_REL_SIZE, MAX_REL_SIZE = 0.05, 0.25
 MAX_OBJECTS = 6
 MIN_CONTRAST = 90.0  # Euclidean RGB distance between a shape's colour and the background under it
 
@@ -121,11 +121,15 @@ def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> tuple[in
     return tuple(int(v) for v in best)
 
 
-def render(seed: int, index: int) -> tuple[Image.Image, list[Box]]:
-    """Image `index` of `seed`: an RGB image and its boxes (pixels, x1 y1 x2 y2)."""
+def render(seed: int, index: int, size_scale: float = 1.0) -> tuple[Image.Image, list[Box]]:
+    """Image `index` of `seed`: an RGB image and its boxes (pixels, x1 y1 x2 y2).
+
+    `size_scale` multiplies the relative object sizes: training at half the resolution the detector is used
+    at (320 vs 640) renders the shapes twice as large, so they cover as many pixels as at inference.
+    """
     rng = _rng(seed, index)
     long_side = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
-    short_side = int(round(long_side * rng.uniform(0.5, 1.0)))
+    short_side = round(long_side * float(rng.uniform(0.5, 1.0)))
     width, height = (long_side, short_side) if rng.random() < 0.6 else (short_side, long_side)
     bg = _background(rng, width, height)
     image = Image.fromarray(bg.astype(np.uint8))
@@ -138,8 +142,8 @@ def render(seed: int, index: int) -> tuple[Image.Image, list[Box]]:
             break
         class_id = int(rng.integers(len(CLASS_NAMES)))
         name = CLASS_NAMES[class_id]
-        rel = math.exp(rng.uniform(math.log(MIN_REL_SIZE), math.log(MAX_REL_SIZE)))
-        size = min(rel * long_side, 0.8 * min(width, height))
+        rel = size_scale * math.exp(rng.uniform(math.log(MIN_REL_SIZE), math.log(MAX_REL_SIZE)))
+        size = min(rel * long_side, 0.6 * min(width, height))
         cx, cy = rng.uniform(size * 0.75, width - size * 0.75), rng.uniform(size * 0.75, height - size * 0.75)
         if name == "circle":
             r = size / 2
@@ -171,9 +175,10 @@ def render(seed: int, index: int) -> tuple[Image.Image, list[Box]]:
     return image, boxes
 
 
-def samples(seed: int, count: int, start: int = 0) -> Iterator[tuple[Image.Image, list[Box]]]:
+def samples(seed: int, count: int, start: int = 0, size_scale: float = 1.0
+            ) -> Iterator[tuple[Image.Image, list[Box]]]:
     for index in range(start, start + count):
-        yield render(seed, index)
+        yield render(seed, index, size_scale)
 
 
 def yolo_label_lines(boxes: list[Box], width: int, height: int) -> list[str]:
@@ -185,7 +190,8 @@ def yolo_label_lines(boxes: list[Box], width: int, height: int) -> list[str]:
     return lines
 
 
-def write_yolo_dataset(root: Path, n_train: int, n_val: int, seed: int, quality: int = 92) -> Path:
+def write_yolo_dataset(root: Path, n_train: int, n_val: int, seed: int, size_scale: float = 1.0,
+                       quality: int = 92) -> Path:
     """Writes the YOLO dataset layout under `root`; returns the `data.yaml` path.
 
     Train images are `(seed, 0..n_train-1)`, val images `(seed, n_train..n_train+n_val-1)`.
@@ -201,7 +207,7 @@ def write_yolo_dataset(root: Path, n_train: int, n_val: int, seed: int, quality:
             img_path, lbl_path = img_dir / f"{stem}.jpg", lbl_dir / f"{stem}.txt"
             if img_path.exists() and lbl_path.exists():
                 continue
-            image, boxes = render(seed, index)
+            image, boxes = render(seed, index, size_scale)
             image.save(img_path, quality=quality)
             lbl_path.write_text("\n".join(yolo_label_lines(boxes, *image.size)) + "\n")
             done = index - start + 1
@@ -216,12 +222,13 @@ def write_yolo_dataset(root: Path, n_train: int, n_val: int, seed: int, quality:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--train", type=int, default=1600)
-    parser.add_argument("--val", type=int, default=160)
+    parser.add_argument("--train", type=int, default=1200)
+    parser.add_argument("--val", type=int, default=80)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size-scale", type=float, default=1.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    print(write_yolo_dataset(args.out, args.train, args.val, args.seed))
+    print(write_yolo_dataset(args.out, args.train, args.val, args.seed, args.size_scale))
 
 
 if __name__ == "__main__":

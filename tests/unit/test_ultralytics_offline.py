@@ -15,6 +15,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from common.config import REPO_ROOT
 
 CHILD = textwrap.dedent(
@@ -129,3 +131,27 @@ def test_no_network_and_no_install(tmp_path):
     assert report["config_dir"].startswith(str(tmp_path))
     assert report["predict_boxes"] > 0
     assert report["exported"].startswith("checkpoint:")
+
+
+def test_weights_resolution_is_local(tmp_path):
+    """Which weights `ensure_yolo` uses is decided without network access or ultralytics."""
+    from common.config import load_config
+    from export.shapes import CHECKPOINT
+    from export.yolo import resolve_weights
+
+    def choice(weights, variant="yolo11s"):
+        settings = load_config()
+        models = settings.models.model_copy(update={"yolo_weights": weights, "yolo_variant": variant})
+        return resolve_weights(settings.model_copy(update={"models": models}))
+
+    local = tmp_path / "mine.pt"
+    local.write_bytes(b"not really a checkpoint")
+    assert (choice(None).kind, choice(None).source) == ("bundled", str(CHECKPOINT))
+    assert (choice("random", "yolo11m").kind, choice("random", "yolo11m").source) == ("random", "yolo11m.yaml")
+    assert choice("yolo11x.yaml").source == "yolo11x.yaml"
+    assert choice("yolo11x.yaml").label == "random-init (offline): yolo11x.yaml"
+    assert (choice(str(local)).kind, choice(str(local)).source) == ("checkpoint", str(local.resolve()))
+    assert (choice("yolo11s.pt").kind, choice("yolo11s.pt").label) == ("hub", "hub:yolo11s.pt")
+    for bad in ("no/such/file.pt", "yolo12q.yaml"):
+        with pytest.raises((FileNotFoundError, ValueError)):
+            choice(bad)
