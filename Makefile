@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: up down status bootstrap models opensearch test test-unit lint bench demo venv clean
+.PHONY: up down status bootstrap models opensearch test test-unit lint bench bench-quick bench-gpu demo venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ lint: venv
 
 bench: up
 	$(PY) -m bench
+
+bench-quick: up
+	$(PY) -m bench --quick
+
+bench-gpu: venv
+	$(PY) -m bench.gpu
 
 demo: up
 	$(PY) -m bootstrap.cli demo $(FOLDER)

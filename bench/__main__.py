@@ -1,0 +1,153 @@
+"""`python -m bench [--quick]`: every figure side by side, in one run, against the running stack (`make up`).
+
+Stages (all by default, `--only` picks some): ingest (OpenSearch vs Triton vs naive PyTorch), query (neural vs
+embed + knn), recall (Lucene HNSW vs exact), memory (sampled while ingest and query run). Results go to
+bench/results/<timestamp>.json and .md, and bench/results/latest.md. The bench indices are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from bench import facts, images, memory, query, recall, report
+from bench.context import Context, StackDown, connect, create_index, delete_index, index_template_body
+from common.config import load_config
+
+STAGES = ("ingest", "query", "recall")
+console = Console()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="a few minutes: fewer images, rounds, queries; 10k recall")
+    p.add_argument("--only", nargs="+", choices=STAGES, help="run only these stages")
+    p.add_argument("--images", type=int, help="images in the shared set (default 8 quick, 24 full)")
+    p.add_argument("--rounds", type=int, help="ingestion rounds (default 3 quick, 5 full)")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4], help="client concurrencies")
+    p.add_argument("--bulk-size", type=int, default=2, help="documents per OpenSearch _bulk while ingesting")
+    p.add_argument("--naive-threads", type=int, help="torch threads of the naive baseline (default: what a plain "
+                   "ultralytics + open_clip script gets)")
+    p.add_argument("--compare-triton", metavar="HOST:GRPC_PORT", help="a second Triton (e.g. a prototype fix) "
+                   "measured as the `triton_alt` direct path in the same ingest rounds")
+    p.add_argument("--queries", type=int, help="queries per kind (default 30 quick, 100 full)")
+    p.add_argument("--recall-sizes", type=int, nargs="+", help="vector counts (default 10000 quick, 10000 100000)")
+    p.add_argument("--force-merge", action="store_true", help="force-merge each recall index to one segment "
+                   "before querying (reproducible worst case; slow for 100k)")
+    p.add_argument("--recall-queries", type=int, help="queries per recall index (default 100 quick, 200 full)")
+    return p.parse_args(argv)
+
+
+def defaults(args: argparse.Namespace) -> argparse.Namespace:
+    quick = args.quick
+    args.images = args.images or (8 if quick else 24)
+    args.rounds = args.rounds or (3 if quick else 5)
+    args.queries = args.queries or (30 if quick else 100)
+    args.recall_sizes = args.recall_sizes or ([10_000] if quick else [10_000, 100_000])
+    args.recall_queries = args.recall_queries or (100 if quick else 200)
+    args.only = args.only or list(STAGES)
+    return args
+
+
+def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    from bench import ingest
+
+    now = datetime.now(UTC)
+    tag = now.strftime("%Y%m%d%H%M%S")
+    base = ctx.settings.index.name
+    os_index, naive_index = f"{base}-bench-{tag}-opensearch", f"{base}-bench-{tag}-naive"
+    results: dict[str, Any] = {
+        "timestamp": now.isoformat(timespec="seconds"), "mode": "quick" if args.quick else "full",
+        "args": dict(vars(args)), "machine": facts.machine(), "packages": facts.packages(),
+        "servers": facts.servers(ctx), "models": facts.models(ctx), "config": facts.config(ctx),
+    }
+    idle = memory.snapshot(ctx)
+    sampler = memory.MemorySampler(ctx)
+    try:
+        with sampler:
+            if "ingest" in args.only or "query" in args.only:
+                with console.status("generating the image set …"):
+                    shared = images.image_set(args.images)
+                results["images"] = images.describe(shared)
+                create_index(ctx, os_index, index_template_body(ctx, with_ingest_pipeline=True))
+                create_index(ctx, naive_index, index_template_body(ctx, with_ingest_pipeline=False))
+            if "ingest" in args.only:
+                from bench.naive import NaivePipeline
+
+                with console.status("loading the naive PyTorch baseline (ultralytics + open_clip) …"):
+                    naive = NaivePipeline(ctx.settings, ctx.clip, ctx.yolo, args.naive_threads)
+                paths = 3 if args.compare_triton else 2
+                steps = args.rounds * (paths * len(args.concurrency) + 1) + 1
+                task = progress.add_task("ingest", total=steps)
+
+                def advance(label: str) -> None:
+                    progress.update(task, description=f"ingest: {label}", advance=1)
+
+                results["ingest"] = ingest.run_stage(
+                    ctx, shared, rounds=args.rounds, concurrencies=args.concurrency, bulk_size=args.bulk_size,
+                    os_index=os_index, naive_index=naive_index, naive=naive, progress=advance,
+                    alt_triton=args.compare_triton)
+                results["ingest"]["naive_pipeline"] = naive.describe()
+                progress.update(task, description="ingest", completed=steps)
+            if "query" in args.only:
+                if "ingest" not in args.only:  # the query stage needs analyzed documents
+                    from bench.ingest import OpenSearchIngest
+
+                    with console.status("indexing the image set for the query stage …"):
+                        loader = OpenSearchIngest(ctx, os_index, args.bulk_size, 2)
+                        loader.run(shared, 2, "q")
+                        loader.close()
+                ctx.request("POST", f"/{os_index}/_refresh")
+                task = progress.add_task("query latency", total=args.queries)
+                results["query"] = query.run(ctx, os_index, args.queries, progress=lambda: progress.advance(task))
+                results["query"]["documents"] = ctx.request("GET", f"/{os_index}/_count")["count"]
+        results["memory"] = {"idle": idle, "under_load": sampler.result(), "pids": memory.stack_pids(ctx)}
+    finally:
+        for name in (os_index, naive_index):
+            with contextlib.suppress(Exception):
+                delete_index(ctx, name)
+
+    if "recall" in args.only:
+        results["recall"] = []
+        for count in args.recall_sizes:
+            task = progress.add_task(f"recall {count // 1000}k: bulk load", total=count)
+            results["recall"].append(recall.run_one(ctx, count, args.recall_queries, tag, args.force_merge,
+                                                    progress=lambda n, t=task: progress.advance(t, n)))
+    results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = defaults(parse_args(argv))
+    logging.basicConfig(level=logging.WARNING)
+    settings = load_config()
+    try:
+        ctx = connect(settings)
+    except StackDown as exc:
+        console.print(f"[red]bench: {exc}[/red]")
+        return 2
+    t0 = time.perf_counter()
+    try:
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console) as progress:
+            results = run(ctx, args, progress)
+    finally:
+        ctx.close()
+    results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    json_path, md_path = report.write(results)
+    print(md_path.read_text())
+    console.print(f"written: {json_path}, {md_path}, {md_path.parent / 'latest.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""Results as JSON (everything) and a markdown table (the figures people read), under bench/results/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _s(summary: dict[str, Any], key: str = "p50") -> str:
+    return "—" if not summary or not summary.get("n") else f"{summary[key]}"
+
+
+def _spread(summary: dict[str, Any]) -> str:
+    if not summary or not summary.get("n"):
+        return "—"
+    return f"{summary['p50']} ({summary['min']}–{summary['max']})"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target: name, measured value, threshold, pass/fail (None when the stage did not run)."""
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, measured: float | None, threshold: float, higher_is_better: bool, note: str = "") -> None:
+        ok = None if measured is None else (measured >= threshold if higher_is_better else measured <= threshold)
+        out.append({"target": name, "measured": measured, "threshold": threshold,
+                    "pass": ok, "note": note})
+
+    ingest = results.get("ingest")
+    if ingest:
+        add("OpenSearch ingest ≥ 0.85 × direct Triton (peak vs peak)",
+            ingest["opensearch_peak_x_triton_peak"]["p50"], 0.85, True,
+            f"per round {_spread(ingest['opensearch_peak_x_triton_peak'])}")
+        add("Triton ingest ≥ 2 × naive PyTorch loop (Triton peak)", ingest["triton_peak_x_naive"]["p50"], 2.0, True,
+            f"per round {_spread(ingest['triton_peak_x_naive'])}; at concurrency 1: "
+            f"{ingest['triton_c1_x_naive']['p50']}×")
+        if "triton_alt_peak_x_triton_peak" in ingest:
+            alt = ingest["triton_alt_peak_x_triton_peak"]
+            out.append({"target": "(comparison) --compare-triton server peak ÷ served Triton peak", "measured":
+                        alt["p50"], "threshold": None, "pass": None, "note": f"per round {_spread(alt)}"})
+    query = results.get("query")
+    if query:
+        for scope in ("global", "nested"):
+            g = query["gaps"][scope]
+            add(f"{scope}: neural − (embed + knn) ≤ 5 ms at p50", g["gap_p50_ms"], 5.0, False,
+                f"paired per-query median {g['gap_paired_median_ms']} ms")
+    for run in results.get("recall", []):
+        modes = run["modes"]
+        configured = modes.get(f"ef_{run['index_ef_search']}", {})
+        add(f"recall@10 ≥ 0.95, {run['vectors']} vectors, queries as deployed (k only)",
+            modes["k_only"]["recall_at_10"], 0.95, True)
+        if configured:
+            add(f"recall@10 ≥ 0.95, {run['vectors']} vectors, ef_search {run['index_ef_search']} (configured)",
+                configured["recall_at_10"], 0.95, True)
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m, sv, md = results["machine"], results["servers"], results["models"]
+    lines = [f"# Benchmark {results['timestamp']} ({results['mode']})", "",
+             f"{m['cpu_model']}, {m['logical_cores']} logical cores, {m['memory_gb']} GiB; load average at start "
+             f"{m['load_average']}, at end {results.get('load_average_end')} (shared machine: expect noise). "
+             f"OpenSearch {sv['opensearch']} (Lucene {sv['lucene']}), Triton {sv['triton']} ({sv['profile']} "
+             f"profile). CLIP {md['clip']['variant']} ({md['clip']['weights']}), detector {md['yolo']['name']} "
+             f"({md['yolo']['weights']}).", ""]
+
+    lines += ["## Targets", ""]
+    rows = []
+    for t in results["targets"]:
+        verdict = {True: "**pass**", False: "**FAIL**", None: "—"}[t["pass"]]
+        threshold = "—" if t["threshold"] is None else t["threshold"]
+        rows.append([t["target"], t["measured"], threshold, verdict, t["note"]])
+    lines += _table(["target", "measured", "threshold", "result", "note"], rows)
+
+    ingest = results.get("ingest")
+    if ingest:
+        im = results["images"]
+        lines += ["## Ingestion throughput", "",
+                  f"{im['count']} JPEG images ({', '.join(im['sizes'])}; mean {im['mean_jpeg_kb']} KiB), "
+                  f"{ingest['rounds']} rounds; images/s as median (min–max) over rounds; ratios are computed within "
+                  f"each round. OpenSearch: parallel `_bulk` streams of {ingest['bulk_size']} documents (the "
+                  "documents of one bulk are analyzed concurrently). Naive: one process, one image at a time, "
+                  "then one `_bulk` of the vectors.", ""]
+        rows = []
+        for row in ingest["rows"]:
+            rows.append([row["path"], row["concurrency"], _spread(row["images_per_s"]),
+                         _spread(row.get("x_triton_same_concurrency", {})), _spread(row.get("x_naive", {})),
+                         row["objects_per_image"] if row["path"] != "opensearch" else "—", row["errors"]])
+        lines += _table(["path", "concurrency", "images/s", "× Triton (same conc.)", "× naive", "objects/image",
+                         "errors"], rows)
+        direct = [r for r in ingest["rows"] if r["path"] == "triton"]
+        if direct and all(r["objects_per_image"] == 0 for r in direct):
+            lines += ["**Note:** the served detector found no object in these images, so the per-object path "
+                      "(box_embedding crops in Triton, one eager CLIP call per crop in the naive loop) did not run: "
+                      "these figures cover detection + the global embedding only.", ""]
+        n = ingest.get("naive_pipeline", {})
+        if n:
+            lines += [f"Naive loop per image: decode {n['decode_ms_per_image']} ms, detect {n['detect_ms_per_image']}"
+                      f" ms, global embedding {n['embed_image_ms_per_image']} ms, object crops "
+                      f"{n['embed_crops_ms_per_image']} ms ({n['crops']} crops in {n['images']} images; "
+                      f"torch threads {n['torch_threads']}).", ""]
+        rows = []
+        for path, b in ingest.get("breakdown", {}).items():
+            for model, s in b["triton_models"].items():
+                rows.append([path, f"triton:{model}", s["requests"], s["mean_batch"], s["total_ms"], s["queue_ms"],
+                             s["compute_infer_ms"]])
+            for endpoint, s in b["adapter_endpoints"].items():
+                rows.append([path, f"adapter:{endpoint}", s["requests"], "—", s["mean_ms"], "—", "—"])
+        if rows:
+            lines += ["Server-side time per request during those passes (Triton statistics, adapter histogram):", ""]
+            lines += _table(["path", "stage", "requests", "mean batch", "ms/request", "queue ms", "compute ms"], rows)
+
+    query = results.get("query")
+    if query:
+        lines += ["## Query latency", "",
+                  f"{query['queries_per_kind']} queries per kind, interleaved; client-side ms; k = {query['k']}.", ""]
+        took = query["server_took_ms"]
+        rows = [[name, _s(s), _s(s, "p95"), _s(s, "p99"), _s(took.get(name, {}))]
+                for name, s in query["latency_ms"].items()]
+        lines += _table(["call", "p50", "p95", "p99", "server took p50"], rows)
+        rows = [[scope, g["neural_p50_ms"], g["embed_p50_ms"], g["knn_p50_ms"], g["gap_p50_ms"],
+                 g["gap_paired_median_ms"], g["gap_vs_ml_predict_p50_ms"]] for scope, g in query["gaps"].items()]
+        lines += _table(["scope", "neural p50", "adapter embed p50", "knn p50", "gap p50", "gap (paired median)",
+                         "gap vs ML predict"], rows)
+
+    if results.get("recall"):
+        lines += ["## Vector search: recall@10 vs exact (random unit vectors)", ""]
+        rows = []
+        for run in results["recall"]:
+            for mode, r in run["modes"].items():
+                rows.append([run["vectors"], run["dimension"], mode, r["recall_at_10"], r["recall_min"],
+                             _s(r["latency_ms"]), _s(r["took_ms"]), run["segments"], run["load_docs_per_s"]])
+        method = results["recall"][0]["method"]
+        merged = "force-merged to one segment" if results["args"].get("force_merge") else "as loaded"
+        lines.append(f"HNSW {method.get('engine')} {method.get('space_type')} {method.get('parameters')}, index "
+                     f"{merged}; exact = numpy brute force. `k_only` is how the product's queries run; `ef_N` adds "
+                     "`method_parameters.ef_search: N`.")
+        lines.append("")
+        lines += _table(["vectors", "dim", "query", "recall@10", "min", "p50 ms", "took p50", "segments",
+                         "load docs/s"], rows)
+
+    memory = results.get("memory")
+    if memory:
+        lines += ["## Memory (MiB)", ""]
+        idle, load = memory.get("idle", {}), memory.get("under_load", {})
+        rows = [[name, _s(idle.get(name, {})), _s(load.get(name, {})), _s(load.get(name, {}), "max")]
+                for name in sorted(load)]
+        lines += _table(["figure", "before load", "under load (median)", "under load (max)"], rows)
+    lines += [f"Raw figures: `{results['json_file']}`.", ""]
+    return "\n".join(lines)
+
+
+def rerender(json_path: Path) -> Path:
+    """Rewrites the markdown of a stored result (e.g. after the table layout changed); figures untouched."""
+    results = json.loads(json_path.read_text())
+    results["targets"] = targets(results)
+    md_path = json_path.with_suffix(".md")
+    md_path.write_text(markdown(results))
+    return md_path
+
+
+def write(results: dict[str, Any], out_dir: Path = RESULTS) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = results["timestamp"].replace(":", "").replace("-", "")
+    json_path, md_path = out_dir / f"{stamp}.json", out_dir / f"{stamp}.md"
+    results["json_file"] = json_path.name
+    results["targets"] = targets(results)
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path.write_text(markdown(results))
+    shutil.copyfile(md_path, out_dir / "latest.md")
+    return json_path, md_path
