@@ -73,7 +73,11 @@ class Cluster:
                             {"name": name, "description": description})["model_group_id"]
 
     def find_connector(self, name: str) -> dict | None:
-        return next(iter(self._search_ml("connectors", name)), None)
+        """Found by name with search, then read by id: a GET is real time, a search may lag a fresh update."""
+        found = next(iter(self._search_ml("connectors", name)), None)
+        if found is None:
+            return None
+        return {"id": found["id"], **self.request("GET", f"/_plugins/_ml/connectors/{found['id']}")}
 
     def create_connector(self, body: dict) -> str:
         return self.request("POST", "/_plugins/_ml/connectors/_create", body)["connector_id"]
@@ -82,7 +86,10 @@ class Cluster:
         self.request("PUT", f"/_plugins/_ml/connectors/{connector_id}", body)
 
     def find_model(self, name: str) -> dict | None:
-        return next(iter(self._search_ml("models", name, [{"exists": {"field": "chunk_number"}}])), None)
+        found = next(iter(self._search_ml("models", name, [{"exists": {"field": "chunk_number"}}])), None)
+        if found is None:
+            return None
+        return {"id": found["id"], **self.request("GET", f"/_plugins/_ml/models/{found['id']}")}
 
     def register_model(self, body: dict) -> str:
         response = self.request("POST", "/_plugins/_ml/models/_register", body)
