@@ -101,6 +101,7 @@ def test_indexed_documents_equal_direct_analysis(corpus, stored, triton):
         direct = triton_calls.analyze(triton, doc.image)
         assert cos(source["global_image_embedding"], direct["embedding"]) >= 0.999, doc.id
         assert (source["height"], source["width"]) == tuple(int(v) for v in direct["image_size"])
+        assert isinstance(source["width"], int) and isinstance(source["height"], int)
         objects = source.get("detected_objects", [])
         assert len(objects) == len(direct["scores"]), doc.id
         for obj, box, name, emb in zip(objects, direct["boxes"], direct["class_names"],
