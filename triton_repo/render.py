@@ -82,15 +82,15 @@ def _link(src: Path, dst: Path) -> None:
     dst.symlink_to(src)
 
 
-def _write_dali(version: Path, clip: ClipFacts, yolo: YoloFacts) -> None:
+def _write_dali(version: Path, clip: ClipFacts, yolo: YoloFacts, batch_size: int) -> None:
     """model.dali where CUDA can serialize it; elsewhere the definition the dali backend serializes at load."""
     from export.dali_preprocess import GpuSerializationError, serialize_gpu, write_autoserialize_model
 
     try:
-        serialize_gpu(version / "model.dali", clip=clip, yolo=yolo)
+        serialize_gpu(version / "model.dali", clip=clip, yolo=yolo, batch_size=batch_size)
     except GpuSerializationError as exc:
         log.warning("%s; writing the autoserialize definition instead", exc)
-        write_autoserialize_model(version, clip=clip, yolo=yolo)
+        write_autoserialize_model(version, clip=clip, yolo=yolo, batch_size=batch_size)
 
 
 def render_repository(settings: Settings, out_dir: Path, profile: str | None = None,
@@ -116,7 +116,7 @@ def render_repository(settings: Settings, out_dir: Path, profile: str | None = N
         elif payload.onnx:
             _link(onnx_files[payload.onnx], version / "model.onnx")
         elif payload.dali:
-            _write_dali(version, clip, yolo)
+            _write_dali(version, clip, yolo, settings.triton.max_batch_size)
     return out_dir
 
 
