@@ -134,9 +134,6 @@ class Cluster:
             time.sleep(0.5)
         raise ClusterError(f"ML task {task_id} did not finish in {timeout_s:.0f}s")
 
-    def predict(self, model_id: str, parameters: dict) -> dict:
-        return self.request("POST", f"/_plugins/_ml/models/{model_id}/_predict", {"parameters": parameters})
-
     # --- pipelines, templates, indices ------------------------------------------------------------
     def get_search_pipeline(self, name: str) -> dict | None:
         found = self.get_or_none(f"/_search/pipeline/{name}")
@@ -165,9 +162,6 @@ class Cluster:
 
     def create_index(self, name: str) -> None:
         self.request("PUT", f"/{name}")
-
-    def index_mapping(self, name: str) -> dict:
-        return self.request("GET", f"/{name}/_mapping")[name]["mappings"]
 
     def index_settings(self, name: str) -> dict:
         return self.request("GET", f"/{name}/_settings", params={"flat_settings": "true"})[name]["settings"]

@@ -41,11 +41,6 @@ class EmbedResponse(BaseModel):
     model: str
 
 
-class ErrorResponse(BaseModel):
-    error: str
-    detail: str
-
-
 class AnalyzeRequest(BaseModel):
     """One image, as base64 (`image`) or as a URL (`image_url`) the adapter fetches under guard."""
 
