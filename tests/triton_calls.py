@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import tritonclient.http as http
 
-BATCH = 16  # the rendered models' max batch size in the default config
+from common.config import load_config
+
+BATCH = load_config().triton.max_batch_size  # the rendered models' max batch size
 
 
 def bytes_input(name: str, texts: list[str]) -> http.InferInput:
@@ -22,16 +24,18 @@ def image_input(image: bytes) -> http.InferInput:
     return tensor
 
 
-def embed_texts(triton: http.InferenceServerClient, texts: list[str]) -> np.ndarray:
-    rows = [triton.infer("embed_text", [bytes_input("text", texts[i:i + BATCH])]).as_numpy("embedding")
+def _text_batches(triton: http.InferenceServerClient, model: str, output: str, texts: list[str]) -> np.ndarray:
+    rows = [triton.infer(model, [bytes_input("text", texts[i:i + BATCH])]).as_numpy(output)
             for i in range(0, len(texts), BATCH)]
     return np.concatenate(rows)
+
+
+def embed_texts(triton: http.InferenceServerClient, texts: list[str]) -> np.ndarray:
+    return _text_batches(triton, "embed_text", "embedding", texts)
 
 
 def tokenize(triton: http.InferenceServerClient, texts: list[str]) -> np.ndarray:
-    rows = [triton.infer("tokenizer", [bytes_input("text", texts[i:i + BATCH])]).as_numpy("tokens")
-            for i in range(0, len(texts), BATCH)]
-    return np.concatenate(rows)
+    return _text_batches(triton, "tokenizer", "tokens", texts)
 
 
 ANALYZE_OUTPUTS = ("embedding", "image_size", "boxes", "scores", "class_ids", "class_names", "object_embeddings")

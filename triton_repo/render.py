@@ -35,23 +35,17 @@ class Payload:
 
 
 def payloads(profile: str) -> dict[str, Payload]:
+    """The profile decides only the models that have a native backend on a GPU server."""
+    shared = {"tokenizer": Payload(python_model="tokenizer.py"),
+              "box_embedding": Payload(python_model="box_embedding.py")}
     if profile == "cpu":
-        return {
-            "preprocess": Payload(python_model="preprocess.py"),
-            "yolo": Payload(python_model="onnx_runner.py"),
-            "clip_image": Payload(python_model="onnx_runner.py"),
-            "clip_text": Payload(python_model="onnx_runner.py"),
-            "tokenizer": Payload(python_model="tokenizer.py"),
-            "box_embedding": Payload(python_model="box_embedding.py"),
-        }
-    return {
-        "preprocess": Payload(dali=True),
-        "yolo": Payload(onnx="yolo"),
-        "clip_image": Payload(onnx="clip_image"),
-        "clip_text": Payload(onnx="clip_text"),
-        "tokenizer": Payload(python_model="tokenizer.py"),
-        "box_embedding": Payload(python_model="box_embedding.py"),
-    }
+        onnx_runner = Payload(python_model="onnx_runner.py")
+        native = {"preprocess": Payload(python_model="preprocess.py"), "yolo": onnx_runner,
+                  "clip_image": onnx_runner, "clip_text": onnx_runner}
+    else:
+        native = {"preprocess": Payload(dali=True), "yolo": Payload(onnx="yolo"),
+                  "clip_image": Payload(onnx="clip_image"), "clip_text": Payload(onnx="clip_text")}
+    return {**native, **shared}
 
 
 def model_names() -> list[str]:
