@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: up down status bootstrap models opensearch test test-unit lint bench bench-quick bench-gpu demo venv clean
+.PHONY: up down status bootstrap models opensearch test test-unit lint bench bench-quick bench-gpu demo replay venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-gpu: venv
 
 demo: up
 	$(PY) -m bootstrap.cli demo $(FOLDER)
+
+# re-drive dead letters (retryable ones; ALL=1 also the permanently failed) through the ingest pipeline
+replay: venv
+	$(PY) -m bootstrap.cli replay $(if $(ALL),--all)
 
 clean: down
 	rm -rf $(VENV) .cache/run

@@ -1,8 +1,9 @@
 """`python -m bench [--quick]`: every figure side by side, in one run, against the running stack (`make up`).
 
-Stages (all by default, `--only` picks some): ingest (OpenSearch vs Triton vs naive PyTorch), query (neural vs
-embed + knn), recall (Lucene HNSW vs exact), memory (sampled while ingest and query run). Results go to
-bench/results/<timestamp>.json and .md, and bench/results/latest.md. The bench indices are deleted at the end.
+Stages (all by default, `--only` picks some): ingest (OpenSearch vs Triton vs naive PyTorch), bulk (one `_bulk`
+of every image vs streaming), query (neural vs embed + knn), recall (Lucene HNSW vs exact), memory (sampled while
+ingest and query run). Results go to bench/results/<timestamp>.json and .md, and bench/results/latest.md. The bench
+indices are deleted at the end.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bench import facts, images, memory, query, recall, report
 from bench.context import Context, StackDown, connect, create_index, delete_index, index_template_body
 from common.config import load_config
 
-STAGES = ("ingest", "query", "recall")
+STAGES = ("ingest", "query", "recall", "bulk")
 console = Console()
 
 
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--force-merge", action="store_true", help="force-merge each recall index to one segment "
                    "before querying (reproducible worst case; slow for 100k)")
     p.add_argument("--recall-queries", type=int, help="queries per recall index (default 100 quick, 200 full)")
+    p.add_argument("--bulk-images", type=int, help="images in the one-request _bulk (default 100 quick, 1000 full)")
     return p.parse_args(argv)
 
 
@@ -53,6 +55,7 @@ def defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.queries = args.queries or (30 if quick else 100)
     args.recall_sizes = args.recall_sizes or ([10_000] if quick else [10_000, 100_000])
     args.recall_queries = args.recall_queries or (100 if quick else 200)
+    args.bulk_images = args.bulk_images or (100 if quick else 1000)
     args.only = args.only or list(STAGES)
     return args
 
@@ -121,6 +124,12 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
             task = progress.add_task(f"recall {count // 1000}k: bulk load", total=count)
             results["recall"].append(recall.run_one(ctx, count, args.recall_queries, tag, args.force_merge,
                                                     progress=lambda n, t=task: progress.advance(t, n)))
+    if "bulk" in args.only:
+        from bench import bigbulk
+
+        task = progress.add_task("one big _bulk", total=3)
+        results["bulk"] = bigbulk.run(ctx, args.bulk_images, tag, lambda label: progress.update(
+            task, description=f"bulk: {label}", advance=1))
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     return results
 

@@ -61,6 +61,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if configured:
             add(f"recall@10 ≥ 0.95, {run['vectors']} vectors, ef_search {run['index_ef_search']} (configured)",
                 configured["recall_at_10"], 0.95, True)
+    bulk = results.get("bulk")
+    if bulk:
+        add("one _bulk of all images ≥ 0.9 × streaming images/s", bulk["one_bulk_x_streaming"], 0.9, True,
+            f"{bulk['images']} images")
+        add("one _bulk: documents lost (after replay)", bulk["one_bulk_after_replay"]["lost"]
+            + bulk["one_bulk_after_replay"]["dead_lettered"], 0, False, "lost + still dead-lettered")
     return out
 
 
@@ -147,6 +153,22 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
         lines += _table(["vectors", "dim", "query", "recall@10", "min", "p50 ms", "took p50", "segments",
                          "load docs/s"], rows)
+
+    bulk = results.get("bulk")
+    if bulk:
+        lines += ["## One `_bulk` of every image in one request, beside streaming", "",
+                  f"{bulk['images']} generated JPEGs (mean {bulk['mean_jpeg_kb']} KiB). Streaming: the project's "
+                  "client (bulks of 16, 2 in flight, retries of 429/503 items). One bulk: a single request, then "
+                  "`replay` of its retryable dead letters (the README's client step).", ""]
+        rows = []
+        for name in ("streaming", "one_bulk", "one_bulk_after_replay"):
+            r = bulk[name]
+            rows.append([name.replace("_", " "), r.get("seconds", r.get("replay_seconds", "—")),
+                         r.get("images_per_s", "—"), r["sent"], r["indexed"], r["dead_lettered"],
+                         r["dead_lettered_with_image"], r["lost"]])
+        lines += _table(["pass", "seconds", "images/s", "sent", "indexed", "dead-lettered", "… with image", "lost"],
+                        rows)
+        lines += [f"One bulk ÷ streaming (images/s): {bulk['one_bulk_x_streaming']}×.", ""]
 
     memory = results.get("memory")
     if memory:

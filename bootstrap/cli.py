@@ -13,6 +13,7 @@ from rich.console import Console
 from common.config import ConfigError, load_config
 
 console = Console(stderr=False)
+err_console = Console(stderr=True)
 
 
 def adapter_ready(settings) -> None:
@@ -32,7 +33,11 @@ def adapter_ready(settings) -> None:
                            f"(is Triton ready at {settings.triton.grpc_url}?)")
 
 
+LOCK_WAIT_S = 600.0
+
+
 def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from bootstrap.lock import bootstrap_lock
     from bootstrap.opensearch_api import Cluster, connect
     from bootstrap.reconcile import Reconciler
     from common.model_facts import ClipFacts
@@ -42,7 +47,15 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     if not args.skip_preflight:
         adapter_ready(settings)
     cluster = Cluster(connect(settings.opensearch), settings.opensearch.url)
-    plan = Reconciler(cluster, settings, dry_run=args.dry_run).run(clip)
+    reconciler = Reconciler(cluster, settings, dry_run=args.dry_run)
+    if args.dry_run:
+        plan = reconciler.run(clip)  # reads only: nothing for another run to collide with
+    else:
+        # find-then-create is only safe one run at a time: two concurrent runs could both create
+        with bootstrap_lock(cluster, wait_s=getattr(args, "lock_wait", LOCK_WAIT_S),
+                            on_wait=lambda message: console.print(f"[yellow]lock:[/yellow] {message}",
+                                                                  highlight=False)):
+            plan = reconciler.run(clip)
     title = "plan (dry run, nothing applied)" if args.dry_run else "bootstrap"
     console.print(f"[bold]{title}[/bold] against {settings.opensearch.url}")
     for step in plan.steps:
@@ -67,21 +80,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bootstrap.examples import run_examples
-    from bootstrap.ingest import image_files, ingest_folder, write_sample_images
     from bootstrap.opensearch_api import connect
+    from client.ingest import image_files, ingest_folder, write_sample_images
 
     settings = load_config()
     folder = Path(args.folder) if args.folder else write_sample_images(settings.cache / "demo-images")
     if not image_files(folder):
-        console.print(f"[red]error:[/red] no images under {folder}")
+        err_console.print(f"[red]error:[/red] no images under {folder}")
         return 2
     client = connect(settings.opensearch)
-    counts = ingest_folder(client, settings.index.name, folder)
-    console.print(f"indexed: {counts.get(settings.index.name, 0)}, dead-lettered "
-                  f"({settings.index.dead_letter}): {counts.get(settings.index.dead_letter, 0)}, "
-                  f"rejected: {counts.get('rejected', 0)}")
+    outcome = ingest_folder(client, settings.index.name, folder)
+    dead = outcome.count(settings.index.dead_letter)
+    console.print(f"indexed: {outcome.count(settings.index.name)}, dead-lettered ({settings.index.dead_letter}): "
+                  f"{dead}, rejected: {len(outcome.rejected)}, item retries: {outcome.retries}")
+    for item in outcome.rejected[:10]:
+        err_console.print(f"  rejected {item.id}: {item.status} {item.error}", highlight=False)
+    if dead:
+        console.print("dead letters keep their image and reason; `make replay` re-drives the retryable ones")
     run_examples(client, settings.index.name, image_files(folder)[0], console)
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bootstrap.opensearch_api import connect
+    from client.replay import replay
+
+    settings = load_config()
+    outcome = replay(connect(settings.opensearch), settings.index.name, settings.index.dead_letter,
+                     include_permanent=args.all, ids=args.ids or None)
+    console.print(outcome.summary())
+    for error in outcome.errors[:10]:
+        err_console.print(f"  {error}", highlight=False)
+    return 1 if outcome.errors else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -96,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     boot = sub.add_parser("bootstrap", help="create/update the OpenSearch side idempotently")
     boot.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     boot.add_argument("--skip-preflight", action="store_true", help="do not check the adapter's health first")
+    boot.add_argument("--lock-wait", type=float, default=LOCK_WAIT_S, metavar="SECONDS",
+                      help="how long to wait for another bootstrap of the same cluster to finish")
     boot.set_defaults(func=cmd_bootstrap)
     up = sub.add_parser("up", help="start OpenSearch, Triton and the adapter on 127.0.0.1, then bootstrap")
     up.add_argument("--no-bootstrap", action="store_true")
@@ -106,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "run every search mode")
     demo.add_argument("folder", nargs="?", help="folder of images; sub-folder names become tags")
     demo.set_defaults(func=cmd_demo)
+    redrive = sub.add_parser("replay", help="re-drive dead letters through the ingest pipeline (retryable ones "
+                                            "unless --all); each is removed once indexed")
+    redrive.add_argument("--all", action="store_true", help="also permanently failed ones (e.g. after a model fix)")
+    redrive.add_argument("ids", nargs="*", help="only these dead-letter ids")
+    redrive.set_defaults(func=cmd_replay)
     return parser
 
 
@@ -120,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, ClusterError, DistributionError, NodeError, StartupError, MissingArtifactError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 
+from common import contract
 from common.config import Settings
 from common.model_facts import ClipFacts
 
@@ -37,10 +38,14 @@ def cluster_settings(settings: Settings) -> dict[str, Any]:
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
+    """Timeouts in seconds (the default of 30000 would mean eight hours). ML Commons retries only answers that
+    carry the throttling header (the adapter's "busy"): without a limit on the count (-1), for up to
+    retry_timeout_s, with exponential backoff and equal jitter so retries of a whole bulk spread out."""
     mlc = settings.ml_commons
-    # seconds, not milliseconds: the default of 30000 would mean eight hours (DESIGN.md §7)
     return {"max_connection": mlc.max_connection, "connection_timeout": mlc.connection_timeout_s,
-            "read_timeout": mlc.read_timeout_s}
+            "read_timeout": mlc.read_timeout_s, "max_retry_times": -1,
+            "retry_backoff_policy": "exponential_equal_jitter", "retry_backoff_millis": mlc.retry_backoff_millis,
+            "retry_timeout_seconds": mlc.retry_timeout_s}
 
 
 def embed_connector(settings: Settings, clip: ClipFacts) -> dict:
@@ -57,9 +62,16 @@ def analyze_connector(settings: Settings, clip: ClipFacts) -> dict:
         adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings))
 
 
+def base64_chars(nbytes: int) -> int:
+    """Length of the base64 text of `nbytes` bytes (with padding)."""
+    return 4 * ((nbytes + 2) // 3)
+
+
 def ingest_pipeline(settings: Settings, analyze_model_id: str) -> dict:
-    return render_json("ingest-pipeline.json.j2", analyze_model_id=analyze_model_id,
-                       dead_letter=settings.index.dead_letter,
+    return render_json("ingest-pipeline.json.j2", analyze_model_id=analyze_model_id, c=contract,
+                       dead_letter=settings.index.dead_letter, max_image_bytes=settings.adapter.max_image_bytes,
+                       max_image_chars=base64_chars(settings.adapter.max_image_bytes),
+                       keep_image_chars=base64_chars(settings.index.dead_letter_max_image_bytes),
                        description=f"server-side image analysis for {settings.index.name}; {MANAGED}")
 
 

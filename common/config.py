@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +69,17 @@ class AdapterSettings(_Section):
     max_image_bytes: int = Field(20_000_000, gt=0)
     url_fetch_timeout_s: float = Field(10, gt=0)
     url_fetch_allow_private: bool = False
+    url_fetch_max_concurrent: int = Field(16, ge=1)
+    # Admission control in front of Triton: how many analyses run at once, how long one may wait for its
+    # turn, and how many image bytes may wait in memory. Past either bound the adapter answers "busy"
+    # (429, which ML Commons retries with backoff) instead of queueing without limit.
+    analyze_concurrency: int = Field(4, ge=1)
+    max_queue_wait_s: float = Field(600, gt=0)
+    max_queued_bytes: int = Field(512_000_000, gt=0)
+    # While Triton has been unreachable for less than this, "unavailable" is answered as retryable-busy
+    # (ML Commons waits and retries: a restart is absorbed); after it, as a plain 503 (documents go to the
+    # dead letter with their image at once instead of holding the bulk).
+    unavailable_retry_s: float = Field(120, ge=0)
 
     @property
     def url(self) -> str:
@@ -99,9 +110,11 @@ class MLCommonsSettings(_Section):
     model_group: str = "visual-search"
     embed_model: str = "mobileclip-embed"
     analyze_model: str = "visual-analyze"
-    max_connection: int = Field(256, ge=1)
-    connection_timeout_s: int = Field(60, ge=1)
-    read_timeout_s: int = Field(120, ge=1)
+    max_connection: int = Field(2000, ge=1)
+    connection_timeout_s: int = Field(10, ge=1)
+    read_timeout_s: int = Field(900, ge=1)
+    retry_backoff_millis: int = Field(1000, ge=1)
+    retry_timeout_s: int = Field(900, ge=1)
 
 
 class IndexSettings(_Section):
@@ -114,6 +127,8 @@ class IndexSettings(_Section):
     hnsw_m: int = Field(16, ge=2)
     hnsw_ef_construction: int = Field(512, ge=2)
     hnsw_ef_search: int = Field(100, ge=1)
+    # A dead letter keeps its image so it can be replayed; a permanently failed one only up to this size.
+    dead_letter_max_image_bytes: int = Field(5_000_000, ge=0)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -151,6 +166,15 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
 
     _config_path: Path = DEFAULT_CONFIG
+
+    @model_validator(mode="after")
+    def _calls_outlast_the_queue(self) -> Settings:
+        """ML Commons must wait longer than the adapter may keep a request queued, or a document that is
+        about to be analyzed is cut off by the connector's read timeout."""
+        if self.ml_commons.read_timeout_s <= self.adapter.max_queue_wait_s:
+            raise ValueError(f"ml_commons.read_timeout_s ({self.ml_commons.read_timeout_s}) must exceed "
+                             f"adapter.max_queue_wait_s ({self.adapter.max_queue_wait_s})")
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

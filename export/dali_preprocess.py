@@ -58,6 +58,8 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from common.contract import IMAGE_ERROR_CODES
+
 if TYPE_CHECKING:  # pragma: no cover
     from common.config import Settings
     from common.model_facts import ClipFacts, YoloFacts
@@ -65,7 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
 INPUT_NAME = "encoded_image"
 DECODED_INPUT_NAME = "rgb_image"
 OUTPUT_NAMES = ("yolo_input", "clip_input", "image_size", "letterbox", "decoded_image")
-ERROR_CODES = ("empty", "not_an_image", "truncated", "too_large", "decode_failed")
+ERROR_CODES = IMAGE_ERROR_CODES  # the adapter reads them to tell a bad image from an outage
 
 Device = Literal["cpu", "gpu"]
 Source = Literal["encoded", "decoded"]

@@ -7,6 +7,7 @@ the pytriton wheel serving the repository rendered for the cpu profile, the adap
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,22 +87,53 @@ def settings_env(settings: Settings) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def adapter(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from bootstrap.processes import stop_pid
-    from bootstrap.stack import adapter_command
+class AdapterProcess:
+    """The real adapter app in its own process; the fault tests kill and restart it."""
 
-    log = tmp_path_factory.mktemp("adapter") / "adapter.log"
-    url = stack_settings.adapter.url
-    with log.open("ab") as out:
-        proc = subprocess.Popen(adapter_command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **settings_env(stack_settings)},
-                                cwd=Path(__file__).resolve().parent.parent)
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log = log
+        self.url = settings.adapter.url
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AdapterProcess:
+        from bootstrap.stack import adapter_command
+
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(adapter_command(), stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env={**os.environ, **settings_env(self.settings)},
+                                         cwd=Path(__file__).resolve().parent.parent)
+        wait_until(lambda: httpx.get(f"{self.url}/health", timeout=2).status_code == 200, self.proc, 60,
+                   "adapter", self.log)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no graceful shutdown, open connections reset."""
+        if self.proc is not None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        from bootstrap.processes import stop_pid
+
+        if self.proc is not None:
+            stop_pid(self.proc.pid)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def adapter_process(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdapterProcess]:
+    process = AdapterProcess(stack_settings, tmp_path_factory.mktemp("adapter") / "adapter.log")
     try:
-        wait_until(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, proc, 60, "adapter", log)
-        yield url
+        yield process.start()
     finally:
-        stop_pid(proc.pid)
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def adapter(adapter_process: AdapterProcess) -> str:
+    return adapter_process.url
 
 
 @pytest.fixture(scope="session")

@@ -1,24 +1,30 @@
 """The adapter ML Commons connectors call: translates connector JSON to Triton requests and back.
 
 No business logic beyond translation (DESIGN.md §9): decoding base64, choosing the Triton ensemble, and
-shaping vectors the way ML Commons' post-processing reads them. Errors name the input that caused them.
+shaping vectors the way ML Commons' post-processing reads them. Errors name the input that caused them and
+say whether they are worth retrying: 4xx = this input is bad (permanent), 429 + the throttling header = busy
+or briefly unavailable (ML Commons retries), 503/500 = transient but not retried by ML Commons (the document
+is dead-lettered with its image, for replay).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import time
 from contextlib import asynccontextmanager
 
-import httpx
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from common.config import Settings, load_config
-from connectors.adapter.fetch import FetchRefused, fetch_image
+from common.contract import RETRYABLE_FIELD, THROTTLING_HEADER, THROTTLING_VALUE
+from connectors.adapter.admission import Admission, Busy, Outage
+from connectors.adapter.fetch import FetchRefused, FetchUnavailable, ImageFetcher
 from connectors.adapter.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -31,6 +37,7 @@ from connectors.adapter.schemas import (
 from connectors.adapter.triton import InferenceFailed, TritonModels, TritonUnavailable
 
 REQUESTS = Counter("adapter_requests_total", "Requests by endpoint and outcome", ["endpoint", "outcome"])
+log = logging.getLogger("visual_search.adapter")
 LATENCY = Histogram("adapter_request_seconds", "Request latency by endpoint", ["endpoint"])
 
 
@@ -53,31 +60,74 @@ def _normalize(vector: np.ndarray) -> np.ndarray:
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
 
+def error_response(status: int, code: str, detail: str, retryable: bool, headers: dict[str, str] | None = None
+                   ) -> JSONResponse:
+    """The one error shape: ML Commons copies the body into the failure message the dead-letter route reads."""
+    return JSONResponse({"error": code, "detail": detail, RETRYABLE_FIELD: retryable}, status_code=status,
+                        headers=headers)
+
+
+def busy_response(detail: str, retry_after_s: float) -> JSONResponse:
+    """429 with the header ML Commons recognises as throttling: it waits and retries instead of failing."""
+    return error_response(429, "busy", detail, True, {THROTTLING_HEADER: THROTTLING_VALUE,
+                                                      "Retry-After": str(max(1, round(retry_after_s)))})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_config()
+    a = settings.adapter
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.triton = TritonModels(settings.triton.grpc_url)
-        app.state.http = httpx.AsyncClient()
+        app.state.fetcher = ImageFetcher(a.max_image_bytes, a.url_fetch_timeout_s, a.url_fetch_allow_private,
+                                         a.url_fetch_max_concurrent)
         app.state.model_info = None
+        app.state.analyze_queue = Admission(a.analyze_concurrency, a.max_queue_wait_s, a.max_queued_bytes)
+        app.state.embed_queue = Admission(a.analyze_concurrency * 2, a.max_queue_wait_s, a.max_queued_bytes)
+        app.state.outage = Outage(a.unavailable_retry_s)
         yield
-        await app.state.http.aclose()
+        await app.state.fetcher.aclose()
         await app.state.triton.close()
 
     app = FastAPI(title="visual-search adapter", lifespan=lifespan)
 
+    @app.exception_handler(HTTPException)
+    async def _bad_request(_: Request, exc: HTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "bad_request", str(exc.detail), False)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, "bad_request", f"request body: {exc.errors()}", False)
+
+    @app.exception_handler(Busy)
+    async def _busy(_: Request, exc: Busy) -> JSONResponse:
+        return busy_response(str(exc), exc.retry_after_s)
+
     @app.exception_handler(TritonUnavailable)
     async def _unavailable(_: Request, exc: TritonUnavailable) -> JSONResponse:
-        return JSONResponse({"error": "triton_unavailable", "detail": str(exc)}, status_code=503)
+        app.state.outage.failed()
+        if app.state.outage.worth_retrying:
+            return busy_response(f"triton unavailable, retry: {exc}", 5)
+        return error_response(503, "triton_unavailable", str(exc), True)
 
     @app.exception_handler(FetchRefused)
     async def _refused(_: Request, exc: FetchRefused) -> JSONResponse:
-        return JSONResponse({"error": "image_url_refused", "detail": str(exc)}, status_code=422)
+        return error_response(422, "image_url_refused", str(exc), False)
+
+    @app.exception_handler(FetchUnavailable)
+    async def _fetch_unavailable(_: Request, exc: FetchUnavailable) -> JSONResponse:
+        return error_response(503, "image_url_unavailable", str(exc), True)
 
     @app.exception_handler(InferenceFailed)
     async def _failed(_: Request, exc: InferenceFailed) -> JSONResponse:
-        return JSONResponse({"error": "inference_failed", "detail": str(exc)}, status_code=422)
+        return error_response(422, "bad_image", str(exc), False)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        """A bug or an unforeseen failure is not the image's fault: retryable, so the document is kept."""
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", f"{exc.__class__.__name__}: {exc}", True)
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
@@ -93,6 +143,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ok" if ready else "triton_not_ready", "triton": settings.triton.grpc_url},
                             status_code=200 if ready else 503)
 
+    @app.get("/v1/queue")
+    async def queue() -> dict:
+        """What waits where: for operators and the benchmarks (how deep the back-pressure goes)."""
+        return {"analyze": app.state.analyze_queue.snapshot(), "embed": app.state.embed_queue.snapshot(),
+                "triton_unavailable_since": app.state.outage.since}
+
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -103,9 +159,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not texts and not images:
             raise HTTPException(400, "give `text` and/or `image` (base64)")
         triton: TritonModels = app.state.triton
-        vectors = [await triton.embed_text(t) for t in texts]
-        for i, b64 in enumerate(images):
-            vectors.append(await triton.embed_image(decode_image(b64, settings.adapter.max_image_bytes, f"image[{i}]")))
+        decoded = [decode_image(b64, a.max_image_bytes, f"image[{i}]") for i, b64 in enumerate(images)]
+        async with app.state.embed_queue.slot(sum(len(d) for d in decoded)):
+            vectors = [await triton.embed_text(t) for t in texts]
+            vectors += [await triton.embed_image(data) for data in decoded]
+        app.state.outage.recovered()
         first = _normalize(np.mean(vectors, axis=0)) if texts and images else vectors[0]
         return EmbedResponse(embedding=first.tolist(), embeddings=[v.tolist() for v in vectors],
                              dimension=len(first), model=settings.models.clip_variant)
@@ -122,15 +180,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if source is None:
             raise HTTPException(400, "give `image` (base64) or `image_url`")
         kind, value = source
-        a = settings.adapter
         if kind == "image":
             return decode_image(value, a.max_image_bytes)
-        return await fetch_image(app.state.http, value, a.max_image_bytes, a.url_fetch_timeout_s,
-                                 a.url_fetch_allow_private)
+        return await app.state.fetcher.fetch(value)
 
     @app.post("/v1/analyze", response_model=AnalyzeResponse)
     async def analyze(body: AnalyzeRequest) -> AnalyzeResponse:
-        result = await app.state.triton.analyze(await image_bytes(body))
+        image = await image_bytes(body)
+        async with app.state.analyze_queue.slot(len(image)):
+            result = await app.state.triton.analyze(image)
+        app.state.outage.recovered()
         height, width = (int(v) for v in result["image_size"])
         objects = [
             DetectedObject(bbox=BBox(x1=b[0], y1=b[1], x2=b[2], y2=b[3]), class_id=int(c),
@@ -149,7 +208,10 @@ def main() -> None:
     import uvicorn
 
     settings = load_config()
-    uvicorn.run(create_app(settings), host=settings.adapter.host, port=settings.adapter.port, log_level="info")
+    # Keep idle connections longer than ML Commons' pool does (60 s), so the client always closes first and
+    # never sends a request on a connection the server is closing; a deep backlog for a bulk's burst.
+    uvicorn.run(create_app(settings), host=settings.adapter.host, port=settings.adapter.port, log_level="info",
+                timeout_keep_alive=75, backlog=4096)
 
 
 if __name__ == "__main__":

@@ -344,15 +344,3 @@ class ImageFetcher:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.aclose()
-
-
-async def fetch_image(client: httpx.AsyncClient, url: str, max_bytes: int, timeout_s: float,
-                      allow_private: bool) -> bytes:
-    """Compatibility shim for the old call in app.py until it holds one shared `ImageFetcher`.
-
-    `client` is ignored (it would resolve the host again and honour proxies); each call builds a
-    one-off fetcher, so there is no connection reuse and no cross-request concurrency cap here.
-    """
-    del client
-    async with ImageFetcher(max_bytes, timeout_s, allow_private, max_concurrent=1) as fetcher:
-        return await fetcher.fetch(url)

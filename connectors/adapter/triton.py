@@ -6,13 +6,27 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from common.contract import IMAGE_ERROR_CODES
+
+# A request Triton has not answered in this long is abandoned (and reported transient, so it is retried).
+INFER_TIMEOUT_S = 300.0
+
 
 class TritonUnavailable(RuntimeError):
-    """Triton could not be reached or is not ready."""
+    """Triton could not be reached, is not ready, timed out, or failed for a reason that is not the input's:
+    transient, worth retrying."""
 
 
 class InferenceFailed(ValueError):
-    """Triton answered with an error for this input (e.g. an undecodable image)."""
+    """Triton refused this input (an image the preprocessing cannot use): permanent for this input."""
+
+
+def classify(message: str) -> type[TritonUnavailable] | type[InferenceFailed]:
+    """Only the preprocessing's own image error codes mark an input as bad; everything else (a server shutting
+    down, a lost connection, a model not loaded) is transient, so an outage is never reported as a bad image."""
+    if any(f"{code}: " in message for code in IMAGE_ERROR_CODES):
+        return InferenceFailed
+    return TritonUnavailable
 
 
 class TritonModels:
@@ -36,13 +50,16 @@ class TritonModels:
 
     async def _infer(self, model: str, inputs: list[grpcclient.InferInput], outputs: list[str]):
         try:
-            return await self.client.infer(model, inputs,
+            return await self.client.infer(model, inputs, client_timeout=INFER_TIMEOUT_S,
                                            outputs=[grpcclient.InferRequestedOutput(n) for n in outputs])
         except InferenceServerException as exc:
-            status = (exc.status() or "").upper()
-            if "UNAVAILABLE" in status or "connect" in (exc.message() or "").lower():
-                raise TritonUnavailable(f"Triton at {self.url}: {exc.message()}") from exc
-            raise InferenceFailed(exc.message() or str(exc)) from exc
+            message = exc.message() or str(exc)
+            kind = classify(message)
+            if kind is TritonUnavailable:
+                message = f"Triton at {self.url} ({exc.status() or 'no status'}): {message}"
+            raise kind(message) from exc
+        except Exception as exc:  # the gRPC channel itself broke (server gone mid-call): transient
+            raise TritonUnavailable(f"Triton at {self.url}: {exc.__class__.__name__}: {exc}") from exc
 
     async def embed_text(self, text: str) -> np.ndarray:
         data = np.array([[text.encode("utf-8")]], dtype=np.object_)

@@ -75,13 +75,19 @@ def test_every_document_is_indexed_or_dead_lettered(corpus, os_client, stack_set
     assert {d.id for d in corpus["good"]} == {i for i, idx in where.items() if idx == index}
     assert {d.id for d in corpus["bad"]} == {i for i, idx in where.items() if idx == dead}
     os_client.indices.refresh(index=dead)
+    # a bad image is permanent; an image_url whose server does not answer may answer later
+    retryable = {"bad-unreachable-url"}
     for doc in corpus["bad"]:
         source = os_client.get(index=dead, id=doc.id)["_source"]
         assert source["failure"]["reason"], doc.id
-        assert "image_b64" not in source
+        assert source["failure"]["retryable"] == (doc.id in retryable), (doc.id, source["failure"])
+        # the dead letter keeps what was sent, image included, so it can be replayed
+        assert source.get("image_b64") == doc.body.get("image_b64"), doc.id
+        assert source.get("image_url") == doc.body.get("image_url"), doc.id
         assert source["image_id"] == doc.body["image_id"] and source["tags"] == ["bad"]
-    count = os_client.count(index=index)["count"] + os_client.count(index=dead)["count"]
-    assert count >= len(corpus["docs"])
+        assert not {"global_image_embedding", "detected_objects"} & set(source), doc.id
+    assert os_client.count(index=index)["count"] == len(corpus["good"])
+    assert os_client.count(index=dead)["count"] == len(corpus["bad"])
 
 
 def test_dead_letter_reasons_name_the_problem(corpus, os_client, stack_settings):

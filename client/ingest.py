@@ -1,4 +1,4 @@
-"""Client-side helpers an app would write: bulk-index a folder of images and run the example queries.
+"""Client-side helpers an app would write: bulk-index a folder of images.
 
 The images go to OpenSearch as base64 in `image_b64`; OpenSearch's default ingest pipeline does the rest
 (models, detections, embeddings, dead-lettering). Nothing here calls a model.
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 from opensearchpy import OpenSearch
-from rich.progress import Progress
+
+from client.bulk import BulkOutcome, Doc, bulk_index
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -29,29 +29,12 @@ def document(path: Path, root: Path) -> dict:
             "image_b64": base64.b64encode(path.read_bytes()).decode()}
 
 
-def _batches(paths: list[Path], size: int) -> Iterator[list[Path]]:
-    for start in range(0, len(paths), size):
-        yield paths[start:start + size]
-
-
-def ingest_folder(client: OpenSearch, index: str, folder: Path, batch: int = 16) -> dict[str, int]:
-    """`_bulk` in small batches (each image costs a model call server side); counts where documents went."""
-    paths = image_files(folder)
-    counts: dict[str, int] = {}
-    with Progress() as progress:
-        task = progress.add_task(f"indexing {len(paths)} images into {index}", total=len(paths))
-        for chunk in _batches(paths, batch):
-            body: list[dict] = []
-            for path in chunk:
-                body += [{"index": {"_index": index, "_id": str(path.relative_to(folder))}}, document(path, folder)]
-            response = client.bulk(body=body, request_timeout=600)
-            for item in response["items"]:
-                result = next(iter(item.values()))
-                where = result.get("_index", "?") if "error" not in result else "rejected"
-                counts[where] = counts.get(where, 0) + 1
-            progress.advance(task, len(chunk))
+def ingest_folder(client: OpenSearch, index: str, folder: Path) -> BulkOutcome:
+    """Every image under `folder`, its path as the id; small bulks with retries (client.bulk)."""
+    docs = [Doc(str(path.relative_to(folder)), document(path, folder)) for path in image_files(folder)]
+    outcome = bulk_index(client, index, docs, label=f"indexing {len(docs)} images into {index}")
     client.indices.refresh(index=index)
-    return counts
+    return outcome
 
 
 def write_sample_images(folder: Path, count: int = 48, seed: int = 2024) -> Path:

@@ -1,0 +1,34 @@
+"""The contracts between the rooms, written once: what the adapter answers, what ML Commons retries, what a
+dead letter holds. The adapter, the pipeline templates, the clients and the tests read these names from here.
+"""
+
+from __future__ import annotations
+
+# --- how the adapter tells ML Commons (and so the ingest pipeline) what kind of failure happened -----------
+
+# ML Commons 2.19 retries a remote call (with the connector's client_config backoff) only when the error
+# response carries this header with a value starting "ThrottlingException"; every other error fails at once.
+THROTTLING_HEADER = "x-amzn-ErrorType"
+THROTTLING_VALUE = "ThrottlingException"
+
+# Every adapter error body is {"error": <code>, "detail": <text>, "retryable": <bool>}. ML Commons copies the
+# body into the failure message, so the dead-letter route can read the verdict from the text it receives.
+RETRYABLE_FIELD = "retryable"
+PERMANENT_MARK = f'"{RETRYABLE_FIELD}":false'
+
+# Codes the preprocessing gives an image it cannot use (Triton error messages start "<code>: "). Only these
+# make a Triton error permanent; any other Triton error is treated as transient, so an outage is never
+# reported as a bad image.
+IMAGE_ERROR_CODES = ("empty", "not_an_image", "truncated", "too_large", "decode_failed")
+
+# The pipeline's own size guard words its refusal like the adapter's, so both read "larger than".
+TOO_LARGE_TEXT = "larger than the"
+
+# --- the documents -----------------------------------------------------------------------------------------
+
+IMAGE_FIELD = "image_b64"  # base64 image bytes in a document sent to the images index
+IMAGE_URL_FIELD = "image_url"
+FAILURE_FIELD = "failure"  # in a dead letter: {reason, processor, index, doc_id, retryable, image_dropped}
+FAILED_AT_FIELD = "failed_at"
+# Fields the ingest pipeline writes from the analysis; dropped from a dead letter (a half-written result).
+ANALYSIS_FIELDS = ("global_image_embedding", "detected_objects", "width", "height", "model")
