@@ -1,0 +1,130 @@
+"""The adapter's failure contract with ML Commons, through its real routes and a small Triton double.
+
+ML Commons retries only answers carrying the throttling header; the dead-letter route reads `retryable`
+from the body it copies into the failure message. So each kind of failure must come back with exactly the
+status, header and verdict below.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from common.config import load_config
+from common.contract import PERMANENT_MARK, RETRYABLE_FIELD, THROTTLING_HEADER, THROTTLING_VALUE
+from connectors.adapter.app import create_app
+from connectors.adapter.triton import InferenceFailed, TritonUnavailable
+
+
+def jpeg_b64() -> str:
+    out = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 20, 20)).save(out, "JPEG")
+    return base64.b64encode(out.getvalue()).decode()
+
+
+class FakeTriton:
+    """Answers like the analyze_image ensemble, or fails the way it is told to."""
+
+    def __init__(self) -> None:
+        self.fail: Exception | None = None
+        self.calls = 0
+
+    async def analyze(self, image: bytes) -> dict[str, np.ndarray]:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return {"embedding": np.ones(4, np.float32) / 2, "image_size": np.array([32, 32]),
+                "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+                "class_ids": np.zeros(0, np.int32), "class_names": np.array([], dtype=object),
+                "object_embeddings": np.zeros((0, 4), np.float32)}
+
+    async def parameters(self, model: str) -> dict[str, str]:
+        return {"clip_variant": "test", "clip_weights": "none", "detector": "test", "detector_weights": "none"}
+
+    async def ready(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def adapter():
+    settings = load_config(adapter={"unavailable_retry_s": 60, "max_image_bytes": 10_000})
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:  # a 500 is an answer here, not a crash
+        fake = FakeTriton()
+        app.state.triton = fake
+        yield client, fake, app
+
+
+def body_of(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error", "detail", RETRYABLE_FIELD}, body
+    return body
+
+
+def test_a_good_image_is_analyzed(adapter):
+    client, fake, _ = adapter
+    response = client.post("/v1/analyze", json={"image": jpeg_b64()})
+    assert response.status_code == 200 and response.json()["width"] == 32 and fake.calls == 1
+
+
+def test_a_bad_image_is_permanent_and_says_so(adapter):
+    client, fake, _ = adapter
+    fake.fail = InferenceFailed("truncated: the JPEG file ends before its image data does")
+    response = client.post("/v1/analyze", json={"image": jpeg_b64()})
+    assert response.status_code == 422 and THROTTLING_HEADER not in response.headers
+    assert body_of(response)[RETRYABLE_FIELD] is False
+    assert PERMANENT_MARK in response.text  # what the dead-letter route searches for
+
+
+@pytest.mark.parametrize(("payload", "status"), [
+    ({"image": "!!!not base64!!!"}, 400),
+    ({"image": base64.b64encode(b"x" * 20_000).decode()}, 413),
+    ({}, 400),
+    ({"image_url": "ftp://example.com/a.jpg"}, 422),
+])
+def test_bad_input_never_reaches_triton_and_is_permanent(adapter, payload, status):
+    client, fake, _ = adapter
+    response = client.post("/v1/analyze", json=payload)
+    assert response.status_code == status and body_of(response)[RETRYABLE_FIELD] is False
+    assert fake.calls == 0
+
+
+def test_triton_down_is_busy_with_the_throttling_header_then_unavailable(adapter):
+    client, fake, app = adapter
+    fake.fail = TritonUnavailable("Triton at x: failed to connect to all addresses")
+    response = client.post("/v1/analyze", json={"image": jpeg_b64()})
+    assert response.status_code == 429
+    assert response.headers[THROTTLING_HEADER] == THROTTLING_VALUE and int(response.headers["Retry-After"]) >= 1
+    assert body_of(response)[RETRYABLE_FIELD] is True
+    app.state.outage.since -= 3600  # the outage has outlasted its retry window
+    response = client.post("/v1/analyze", json={"image": jpeg_b64()})
+    assert response.status_code == 503 and THROTTLING_HEADER not in response.headers
+    assert body_of(response)[RETRYABLE_FIELD] is True
+    fake.fail = None
+    assert client.post("/v1/analyze", json={"image": jpeg_b64()}).status_code == 200
+    assert app.state.outage.since is None
+
+
+def test_an_unexpected_error_keeps_the_document_retryable(adapter):
+    client, fake, _ = adapter
+    fake.fail = KeyError("boom")
+    response = client.post("/v1/analyze", json={"image": jpeg_b64()})
+    assert response.status_code == 500 and body_of(response)[RETRYABLE_FIELD] is True
+
+
+def test_a_full_queue_answers_busy(adapter):
+    client, _, app = adapter
+    queue = app.state.analyze_queue
+    queue.service_s, queue.waiting, queue.running = 10.0, 1000, queue.concurrency  # ~2500 s of work ahead
+    response = client.post("/v1/analyze", json={"image": jpeg_b64()})
+    queue.waiting, queue.running = 0, 0
+    assert response.status_code == 429 and response.headers[THROTTLING_HEADER] == THROTTLING_VALUE
+    assert "requests ahead" in body_of(response)["detail"]
