@@ -1,12 +1,16 @@
 """The gpu profile's figures: `analyze_image` single-image latency and throughput at batch 8, 16 and 64.
 
-    python -m bench.gpu [--url HOST:GRPC_PORT] [--images 64] [--seconds 10] [--batches 8 16 64]
+    python -m bench.gpu [--url HOST:GRPC_PORT] [--images 64] [--seconds 10] [--batches 8 16 64] [--smoke-only]
 
 Targets (a recent data-centre GPU): < 20 ms single image end to end, ≥ 1000 images/s. Throughput "at batch B"
 is measured two ways: B single-image requests in flight (Triton's dynamic batcher forms the batches, as under
-real load) and, where B ≤ the ensemble's max_batch_size, requests that each carry B images.
+real load) and, where B ≤ the ensemble's max_batch_size, requests that each carry B images (box_embedding
+answers every image of such a request, its outputs padded to [B, N_max, ...]; the B images of one request are
+one image repeated: a request's tensor is rectangular, and images of different sizes cannot share one).
+Before measuring, a smoke check asks the served ensembles for what the adapter relies on (every image of a
+multi-image request answered, a bad image refused alone with its error code); `--smoke-only` stops there.
 Exits 3 when this machine has no NVIDIA GPU, 2 when no Triton answers, 4 when the Triton that answers serves
-the cpu profile: the figures would not be the gpu profile's.
+the cpu profile (the figures would not be the gpu profile's), 5 when the smoke check fails.
 """
 
 from __future__ import annotations
@@ -55,10 +59,41 @@ def served_kinds(http_url: str) -> dict[str, str]:
 
 
 def _input(images: list[bytes]) -> aio.InferInput:
+    """One request carrying these images (equal byte lengths: a request's tensor is rectangular)."""
     data = np.stack([np.frombuffer(b, dtype=np.uint8) for b in images])
     tensor = aio.InferInput("encoded_image", list(data.shape), "UINT8")
     tensor.set_data_from_numpy(data)
     return tensor
+
+
+async def smoke(client: aio.InferenceServerClient, images: list[bytes]) -> list[str]:
+    """What must hold before figures mean anything; returns the problems found (empty: all good)."""
+    problems = []
+    single = await client.infer("analyze_image", [_input(images[:1])])
+    one = single.as_numpy("object_embeddings")
+    if one is None or one.ndim != 3 or one.shape[0] != 1:
+        problems.append(f"analyze_image: object_embeddings shape {None if one is None else one.shape}, want [1, N, D]")
+    multi = await client.infer("analyze_image", [_input([images[0]] * 3)])
+    boxes, embeddings = multi.as_numpy("boxes"), multi.as_numpy("object_embeddings")
+    if boxes.shape[0] != 3 or embeddings.shape[0] != 3:
+        problems.append(f"analyze_image with 3 images answered boxes {boxes.shape}, embeddings {embeddings.shape}")
+    elif one is not None and one.shape[1]:
+        a, b = embeddings[2, : one.shape[1]], one[0]
+        cosine = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+        if cosine.min() < 0.999:  # FP16 engines may pick other kernels for another batch size: not bit-equal
+            problems.append(f"analyze_image: the third image of a request is embedded unlike the same image alone "
+                            f"(min cosine {cosine.min():.4f})")
+    embedded = (await client.infer("embed_image", [_input(images[:1])])).as_numpy("embedding")
+    if embedded is None or embedded.shape[0] != 1:
+        problems.append("embed_image: no embedding (the DALI step must be asked for all of its outputs)")
+    bad = images[0][: len(images[0]) // 2]
+    results = await asyncio.gather(client.infer("analyze_image", [_input([bad])]),
+                                   *(client.infer("analyze_image", [_input([im])]) for im in images[1:4]),
+                                   return_exceptions=True)
+    if not isinstance(results[0], Exception) or "truncated" not in str(results[0]):
+        problems.append(f"a truncated JPEG was not refused as truncated: {results[0]!r}")
+    problems += [f"a good image failed next to a bad one: {r!r}" for r in results[1:] if isinstance(r, Exception)]
+    return problems
 
 
 async def _latency(client: aio.InferenceServerClient, images: list[bytes], n: int) -> list[float]:
@@ -81,13 +116,24 @@ async def _throughput(client: aio.InferenceServerClient, images: list[bytes], in
         i = offset
         while time.perf_counter() < deadline:
             batch = [images[i % len(images)]] * per_request  # one request carries equal-length images
-            await client.infer("analyze_image", [_input(batch)])
+            result = await client.infer("analyze_image", [_input(batch)])
+            if result.as_numpy("object_embeddings").shape[0] != per_request:
+                raise RuntimeError(f"analyze_image answered {result.as_numpy('object_embeddings').shape[0]} of "
+                                   f"the {per_request} images of a request")
             done += per_request
             i += 1
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(in_flight)))
     return done / (time.perf_counter() - t0)
+
+
+async def run_smoke(url: str, images: list[bytes]) -> list[str]:
+    client = aio.InferenceServerClient(url)
+    try:
+        return await smoke(client, images)
+    finally:
+        await client.close()
 
 
 async def measure(url: str, images: list[bytes], batches: list[int], seconds: float, max_batch: int) -> dict[str, Any]:
@@ -111,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--seconds", type=float, default=10.0, help="per throughput figure")
     p.add_argument("--batches", type=int, nargs="+", default=[8, 16, 64])
+    p.add_argument("--smoke-only", action="store_true", help="only the smoke check (what gpu_check.sh runs first)")
     args = p.parse_args(argv)
 
     found = gpus()
@@ -132,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         return 4
 
     images = [im.jpeg for im in image_set(args.images)]
+    problems = asyncio.run(run_smoke(args.url, images))
+    for problem in problems:
+        print(f"bench.gpu smoke: {problem}", file=sys.stderr)
+    if problems:
+        return 5
+    print("bench.gpu smoke: analyze_image (1 and 3 images a request), embed_image, bad-image isolation: ok",
+          file=sys.stderr)
+    if args.smoke_only:
+        return 0
     max_batch = int(config.get("max_batch_size", 1))
     figures = asyncio.run(measure(args.url, images, args.batches, args.seconds, max_batch))
     best = max([*figures["images_per_s_in_flight"].values(), *figures["images_per_s_batched_requests"].values()])

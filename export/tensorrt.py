@@ -1,113 +1,167 @@
-"""TensorRT FP16 engines for the gpu profile, each checked against its ONNX model (issue 3, item 4).
+"""TensorRT FP16 parity for the gpu profile's ONNX models: what is served, checked before it is served.
 
-    python -m export.tensorrt [--skip-build]
+    python -m export.tensorrt [--backend auto|ort|tensorrt] [--save-plans DIR]
 
-Builds `image.plan` / `text.plan` beside the CLIP ONNX files and `model.plan` beside the YOLO ONNX with
-`trtexec --fp16`, batch shapes from the config (`triton.max_batch_size`, `triton.preferred_batch_sizes`),
-then runs each engine and ONNX Runtime (CPU, the reference) on the same seeded inputs. Needs an NVIDIA
-GPU, `trtexec` (in NVIDIA's TensorRT and Triton containers) and the `tensorrt` Python package; without
-them it stops with a message saying what is missing. Run `make models` first: it reads the metadata.
+The gpu profile serves the ONNX files through ONNX Runtime's TensorRT execution provider (Triton's
+onnxruntime backend) with the explicit shape profiles and options of `triton_repo.render.tensorrt_options`,
+engines cached in the server's trt-cache volume. This script builds FP16 engines for the same profiles on this
+machine and compares them with ONNX Runtime on the CPU (the reference), on seeded inputs at the max batch:
+
+* ``--backend ort``: onnxruntime-gpu's TensorrtExecutionProvider with exactly the served options (engine cache
+  under `.cache/trt_cache/`): the served path itself.
+* ``--backend tensorrt``: the TensorRT Python API (``pip install tensorrt``; no ``trtexec``, which pip's
+  tensorrt does not ship). FP16 as the installed TensorRT allows it: ``BuilderFlag.FP16`` up to TensorRT 10;
+  from TensorRT 11, which removed it (and weakly typed networks), a strongly typed network parsed from an FP16
+  copy of the ONNX (ONNX Runtime's float16 conversion, inputs/outputs kept FP32, reductions kept FP32).
+* ``auto`` (default): ort when that provider is available, else tensorrt.
+
+Nothing written here is served: an engine is tied to the TensorRT that built it, and the server builds its own.
+``--save-plans DIR`` keeps the TensorRT plans for inspection. Needs an NVIDIA GPU; without one (or without
+either backend) it stops with a message saying what is missing. Run `make models` first: it reads the metadata.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from common.config import Settings, load_config
 from common.model_facts import ClipFacts, YoloFacts
-from export.mobileclip import console, step
+from triton_repo.render import TrtProfile, tensorrt_options, trt_profiles
 
 MIN_COSINE = 0.999  # FP16 embeddings vs FP32 ONNX
 MAX_BOX_PX = 2.0  # FP16 boxes vs FP32 ONNX, in letterboxed input pixels
-TRTEXEC_PLACES = ("/usr/src/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec")
+# numerically sensitive ops kept in FP32 in the strongly typed (TensorRT >= 11) FP16 copy: layer norms and the
+# final L2 normalization, as TensorRT's own mixed precision keeps them
+FP32_OPS = ("LayerNormalization", "ReduceMean", "ReduceL2", "ReduceSumSquare", "Pow", "Sqrt")
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
     onnx: Path
-    engine: Path
-    max_batch: int
+    profile: TrtProfile
     kind: str  # "embedding" or "detections": how the parity is judged
     vocab_size: int = 0  # token ids are drawn below it (text encoder)
 
 
 def targets(settings: Settings) -> list[Target]:
-    """What to build, from the exported models' metadata (nothing about a model is typed here)."""
+    """What to build, from the exported models' metadata and the served profiles (nothing typed here)."""
     clip, yolo = ClipFacts.load(settings.clip_dir), YoloFacts.load(settings.yolo_dir)
-    batch = settings.triton.max_batch_size
+    profiles = trt_profiles(settings, clip, yolo)
     return [
-        Target("clip_image", settings.clip_dir / clip.image_file, settings.clip_dir / "image.plan", batch, "embedding"),
-        Target("clip_text", settings.clip_dir / clip.text_file, settings.clip_dir / "text.plan", batch, "embedding",
-               clip.vocab_size),
-        # ultralytics unrolls its NMS per image at export: larger batches than its export batch are not computed
-        Target("yolo", settings.yolo_dir / yolo.file, settings.yolo_dir / "model.plan", min(batch, yolo.max_batch),
-               "detections"),
+        Target("clip_image", settings.clip_dir / clip.image_file, profiles["clip_image"], "embedding"),
+        Target("clip_text", settings.clip_dir / clip.text_file, profiles["clip_text"], "embedding", clip.vocab_size),
+        Target("yolo", settings.yolo_dir / yolo.file, profiles["yolo"], "detections"),
     ]
 
 
-def require_gpu_tools() -> str:
-    """Returns trtexec's path, or exits with what is missing (this cannot run on a CPU-only machine)."""
-    trtexec = os.environ.get("TRTEXEC") or shutil.which("trtexec")
-    trtexec = trtexec or next((p for p in TRTEXEC_PLACES if Path(p).is_file()), None)
-    missing = [] if trtexec else ["trtexec (TensorRT's command-line builder; set TRTEXEC=/path if elsewhere)"]
+# ------------------------------------------------------------------------------------------ which backend
+
+
+def ort_tensorrt_available() -> bool:
     try:
-        import tensorrt  # noqa: F401
+        import onnxruntime as ort
     except ImportError:
-        missing.append("the `tensorrt` Python package (pip install tensorrt)")
+        return False
+    return "TensorrtExecutionProvider" in ort.get_available_providers()
+
+
+def tensorrt_module() -> Any | None:
     try:
-        import torch
-
-        if not torch.cuda.is_available():
-            missing.append("a CUDA GPU visible to torch")
+        import tensorrt
     except ImportError:
-        missing.append("torch with CUDA (runs the engines for the parity check)")
-    if missing:
-        sys.exit("export.tensorrt builds FP16 engines for the gpu profile and needs an NVIDIA GPU; missing: "
-                 + "; ".join(missing) + ". Run it inside NVIDIA's TensorRT or Triton container.")
-    return str(trtexec)
+        return None
+    return tensorrt
 
 
-def _input(onnx_path: Path) -> tuple[str, list[int | str], int]:
-    """(name, shape, ONNX element type) of the model's single input, read from the graph itself."""
+def choose_backend(requested: str) -> str:
+    """The backend to use, or exits saying what is missing (this cannot run on a CPU-only machine)."""
+    missing = []
+    if requested in ("auto", "ort"):
+        if ort_tensorrt_available():
+            return "ort"
+        missing.append("onnxruntime-gpu with its TensorrtExecutionProvider (TensorRT libraries on the path)")
+    if requested in ("auto", "tensorrt"):
+        if tensorrt_module() is None:
+            missing.append("the `tensorrt` Python package (pip install tensorrt)")
+        else:
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    return "tensorrt"
+                missing.append("a CUDA GPU visible to torch")
+            except ImportError:
+                missing.append("torch with CUDA (holds the engine's device buffers)")
+    sys.exit("export.tensorrt checks the gpu profile's FP16 engines and needs an NVIDIA GPU; missing: "
+             + "; ".join(missing) + ".")
+
+
+# ------------------------------------------------------------------------------------------ TensorRT API
+
+
+def fp16_mode(trt: Any) -> str:
+    """How this TensorRT builds FP16: "builder_flag" (weakly typed, TensorRT <= 10) or "strongly_typed"
+    (TensorRT >= 11 removed BuilderFlag.FP16: precision comes from the network's own types)."""
+    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
+    if major < 11 and hasattr(trt.BuilderFlag, "FP16"):
+        return "builder_flag"
+    return "strongly_typed"
+
+
+def fp16_onnx(src: Path, dst: Path) -> Path:
+    """An FP16 copy of an ONNX model for a strongly typed network: weights and activations FP16, the model's
+    inputs and outputs FP32 (the served tensors do not change), `FP32_OPS` and NMS-like ops kept FP32."""
     import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    (value,) = [i for i in graph.input if i.name not in initializers]
-    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
-    return value.name, dims, value.type.tensor_type.elem_type
-
-
-def build(target: Target, trtexec: str, opt_batch: int) -> None:
-    name, dims, _ = _input(target.onnx)
-    command = [trtexec, f"--onnx={target.onnx}", f"--saveEngine={target.engine}", "--fp16", "--skipInference"]
-    if isinstance(dims[0], str):  # dynamic batch axis: one profile from 1 to the max batch
-        rest = "x".join(str(d) for d in dims[1:])
-        opt = min(opt_batch, target.max_batch)
-        command += [f"--{k}Shapes={name}:{b}x{rest}" for k, b in (("min", 1), ("opt", opt), ("max", target.max_batch))]
-    log_path = target.engine.with_suffix(".trtexec.log")
-    with log_path.open("w") as log_file:
-        done = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"trtexec failed for {target.name} (exit {done.returncode}); log {log_path}:\n{tail}")
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True,
+                                     op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP32_OPS])
+    onnx.save(model, str(dst))
+    return dst
 
 
-def run_engine(engine_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Runs a serialized engine once on the GPU (torch holds the device buffers)."""
-    import tensorrt as trt
+def build_tensorrt(target: Target, trt: Any) -> bytes:
+    """A serialized FP16 engine for the target's ONNX with its served shape profile."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    mode = fp16_mode(trt)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = target.onnx
+        flags = 0
+        if mode == "strongly_typed":
+            source = fp16_onnx(target.onnx, Path(tmp) / "fp16.onnx")
+            flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(source)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise RuntimeError(f"TensorRT could not parse {source}: {errors}")
+        config = builder.create_builder_config()
+        if mode == "builder_flag":
+            config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        p = target.profile
+        profile.set_shape(p.input_name, (p.min_batch, *p.dims), (p.opt_batch, *p.dims), (p.max_batch, *p.dims))
+        config.add_optimization_profile(profile)
+        engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise RuntimeError(f"TensorRT could not build {target.name} ({mode})")
+    return bytes(engine)
+
+
+def run_tensorrt(engine_bytes: bytes, feeds: dict[str, np.ndarray], trt: Any) -> np.ndarray:
+    """Runs a serialized engine once on the GPU (torch holds the device buffers); the first output."""
     import torch
 
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_path.read_bytes())
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(engine_bytes)
     context = engine.create_execution_context()
     buffers = {name: torch.from_numpy(np.ascontiguousarray(array)).cuda() for name, array in feeds.items()}
     for name, array in feeds.items():
@@ -121,25 +175,51 @@ def run_engine(engine_path: Path, feeds: dict[str, np.ndarray]) -> dict[str, np.
         context.set_tensor_address(name, tensor.data_ptr())
     stream = torch.cuda.current_stream()
     if not context.execute_async_v3(stream.cuda_stream):
-        raise RuntimeError(f"TensorRT could not run {engine_path}")
+        raise RuntimeError("TensorRT could not run the engine")
     stream.synchronize()
-    return {name: buffers[name].cpu().numpy() for name in outputs}
+    return buffers[outputs[0]].cpu().numpy()
 
 
-def parity(target: Target) -> str:
-    """Engine vs ONNX Runtime on seeded inputs at the max batch; returns the figures, raises if off."""
+# ------------------------------------------------------------------------------------------ ONNX Runtime
+
+
+def ort_provider_options(served: dict[str, str], cache_dir: Path) -> dict[str, str]:
+    """Triton's onnxruntime-backend parameters → ONNX Runtime TensorRT-provider options, caches made local."""
+    options = {key: value for key, value in served.items() if key.startswith("trt_")}
+    if served.get("precision_mode") == "FP16":
+        options["trt_fp16_enable"] = "True"
+    options["trt_engine_cache_path"] = options["trt_timing_cache_path"] = str(cache_dir)
+    return options
+
+
+def run_ort_tensorrt(target: Target, feed: np.ndarray, cache_root: Path) -> np.ndarray:
     import onnxruntime as ort
 
-    name, dims, elem_type = _input(target.onnx)
-    shape = [target.max_batch, *dims[1:]]
+    cache = cache_root / target.name
+    cache.mkdir(parents=True, exist_ok=True)
+    options = ort_provider_options(tensorrt_options(target.name, target.profile), cache)
+    session = ort.InferenceSession(str(target.onnx), providers=[("TensorrtExecutionProvider", options),
+                                                                "CUDAExecutionProvider"])
+    return session.run(None, {target.profile.input_name: feed})[0]
+
+
+# ------------------------------------------------------------------------------------------ parity
+
+
+def seeded_input(target: Target) -> np.ndarray:
+    """The input at the profile's max batch: token ids for the text encoder, images otherwise."""
+    shape = (target.profile.max_batch, *target.profile.dims)
     rng = np.random.default_rng(0)
-    if elem_type == 7:  # INT64: token ids (the text encoder)
-        feed = rng.integers(0, target.vocab_size, size=shape, dtype=np.int64)
-    else:  # images: ÷255 pixels for YOLO, normalized-ish values for CLIP
-        feed = rng.random(shape, dtype=np.float32) if target.kind == "detections" else \
-            rng.standard_normal(shape, dtype=np.float32)
-    want = ort.InferenceSession(str(target.onnx), providers=["CPUExecutionProvider"]).run(None, {name: feed})[0]
-    got = next(iter(run_engine(target.engine, {name: feed}).values())).astype(np.float32)
+    if target.vocab_size:
+        return rng.integers(0, target.vocab_size, size=shape, dtype=np.int64)
+    if target.kind == "detections":  # ÷255 pixels
+        return rng.random(shape, dtype=np.float32)
+    return rng.standard_normal(shape, dtype=np.float32)  # normalized-ish CLIP input
+
+
+def judge(target: Target, got: np.ndarray, want: np.ndarray) -> str:
+    """The figures of engine vs reference; raises when they are off."""
+    got, want = got.astype(np.float32), want.astype(np.float32)
     if target.kind == "embedding":
         cos = (got * want).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(want, axis=-1))
         figures = f"min cosine {cos.min():.6f}, max |Δ| {np.abs(got - want).max():.2e}"
@@ -155,19 +235,39 @@ def parity(target: Target) -> str:
     return figures
 
 
+def check(target: Target, backend: str, cache_root: Path, save_plans: Path | None) -> str:
+    import onnxruntime as ort
+
+    feed = seeded_input(target)
+    want = ort.InferenceSession(str(target.onnx), providers=["CPUExecutionProvider"]).run(
+        None, {target.profile.input_name: feed})[0]
+    if backend == "ort":
+        got = run_ort_tensorrt(target, feed, cache_root)
+    else:
+        trt = tensorrt_module()
+        engine = build_tensorrt(target, trt)
+        if save_plans is not None:
+            save_plans.mkdir(parents=True, exist_ok=True)
+            (save_plans / f"{target.name}.plan").write_bytes(engine)
+        got = run_tensorrt(engine, {target.profile.input_name: feed}, trt)
+    return judge(target, got, want)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="TensorRT FP16 engines + parity vs ONNX (gpu profile)")
-    parser.add_argument("--skip-build", action="store_true", help="only run the parity check on existing engines")
+    from export.mobileclip import console, step
+
+    parser = argparse.ArgumentParser(description="TensorRT FP16 engines of the gpu profile vs ONNX Runtime (CPU)")
+    parser.add_argument("--backend", choices=["auto", "ort", "tensorrt"], default="auto")
+    parser.add_argument("--save-plans", type=Path, help="tensorrt backend: keep the plans here (not served)")
     args = parser.parse_args(argv)
     settings = load_config()
-    trtexec = require_gpu_tools()
-    opt_batch = max([b for b in settings.triton.preferred_batch_sizes if b <= settings.triton.max_batch_size] or [1])
+    backend = choose_backend(args.backend)
+    cache_root = settings.cache / "trt_cache"
     for target in targets(settings):
-        if not args.skip_build:
-            with step(f"trtexec --fp16 {target.onnx.name} → {target.engine} (batch 1..{target.max_batch})"):
-                build(target, trtexec, opt_batch)
-        with step(f"parity {target.name}: TensorRT FP16 vs ONNX Runtime"):
-            figures = parity(target)
+        p = target.profile
+        with step(f"{target.name}: FP16 via {backend}, batch {p.min_batch}..{p.max_batch} (opt {p.opt_batch}) "
+                  "vs ONNX Runtime CPU"):
+            figures = check(target, backend, cache_root, args.save_plans)
         console.print(f"    {target.name}: {figures}")
     return 0
 

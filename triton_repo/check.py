@@ -3,6 +3,15 @@
 Parses every config.pbtxt with Triton's own protobuf schema, then checks that each ensemble step names an
 existing model, that every tensor it consumes is produced (by the ensemble input or an earlier step) with
 the same dtype and a compatible shape, and that the ensemble's outputs are produced likewise.
+
+Two rules come from the gpu profile, where they fail only at request time on a GPU server:
+
+* a step that runs a DALI model must ask for every output of that model: the dali backend refuses a request
+  whose requested outputs are not all of the pipeline's ("Number of outputs expected by the requests ... does
+  not match the number of outputs from DALI pipeline");
+* an onnxruntime model with the TensorRT accelerator and a batch axis must declare explicit shape profiles
+  that cover batch 1..max_batch_size for each input, and an engine cache on a path; without them the engine
+  is built on the first request (seconds to minutes) and again for every larger batch.
 """
 
 from __future__ import annotations
@@ -73,6 +82,11 @@ def check_ensemble(name: str, config: mc.ModelConfig, configs: dict[str, mc.Mode
                     problems.append(f"{name}: {step.model_name} has no output {key!r}")
                 else:
                     available[dst] = outputs[key]
+            if model.backend == "dali":
+                unmapped = sorted(set(outputs) - set(step.output_map))
+                if unmapped:
+                    problems.append(f"{name}: {step.model_name} is a DALI model and the dali backend answers only "
+                                    f"requests for all of its outputs; map {unmapped} too")
             pending.remove(step)
             progressed = True
         if not progressed:
@@ -88,6 +102,52 @@ def check_ensemble(name: str, config: mc.ModelConfig, configs: dict[str, mc.Mode
     return problems
 
 
+def _profile_batches(text: str) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """ONNX Runtime's "name:BxDxD,name2:..." → {name: (batch, other dims)}; unreadable parts are skipped."""
+    shapes = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        tensor, _, dims = part.rpartition(":")
+        try:
+            values = tuple(int(d) for d in dims.split("x"))
+        except ValueError:
+            continue
+        if tensor and values:
+            shapes[tensor] = (values[0], values[1:])
+    return shapes
+
+
+def check_tensorrt(name: str, config: mc.ModelConfig) -> list[str]:
+    """An onnxruntime model served through the TensorRT provider: profiles cover 1..max batch, cache is on."""
+    problems: list[str] = []
+    accelerators = [a for a in config.optimization.execution_accelerators.gpu_execution_accelerator
+                    if a.name == "tensorrt"]
+    if config.platform != "onnxruntime_onnx" or not accelerators or config.max_batch_size <= 0:
+        return problems
+    params = dict(accelerators[0].parameters)
+    if params.get("trt_engine_cache_enable") not in ("1", "true", "True") or not params.get("trt_engine_cache_path"):
+        problems.append(f"{name}: TensorRT engine cache not enabled with a path (engines rebuilt at every load)")
+    expected = {"min": 1, "max": config.max_batch_size}
+    profiles = {kind: _profile_batches(params.get(f"trt_profile_{kind}_shapes", "")) for kind in ("min", "opt", "max")}
+    for tensor in config.input:
+        dims = tuple(tensor.dims)
+        for kind in ("min", "opt", "max"):
+            shape = profiles[kind].get(tensor.name)
+            if shape is None:
+                problems.append(f"{name}: no TensorRT {kind} shape profile for input {tensor.name!r} (the engine "
+                                "would be built on the first request)")
+                continue
+            batch, rest = shape
+            if rest != dims:
+                problems.append(f"{name}: TensorRT {kind} profile of {tensor.name} has dims {list(rest)}, "
+                                f"the config {list(dims)}")
+            if kind in expected and batch != expected[kind]:
+                problems.append(f"{name}: TensorRT {kind} profile batch of {tensor.name} is {batch}, "
+                                f"must be {expected[kind]} (max_batch_size {config.max_batch_size})")
+            if kind == "opt" and not 1 <= batch <= config.max_batch_size:
+                problems.append(f"{name}: TensorRT opt profile batch {batch} outside 1..{config.max_batch_size}")
+    return problems
+
+
 def check_repository(repo: Path) -> list[str]:
     """All problems found (an empty list means the repository is consistent)."""
     configs = load_repository(repo)
@@ -97,6 +157,7 @@ def check_repository(repo: Path) -> list[str]:
             problems += check_ensemble(name, config, configs)
         elif not (config.backend or config.platform):
             problems.append(f"{name}: neither backend nor platform set")
+        problems += check_tensorrt(name, config)
     return problems
 
 

@@ -23,7 +23,7 @@ from export.dali_preprocess import (
     PreprocessError,
     PreprocessResult,
     PreprocessSpec,
-    build_pipeline,
+    pipeline_definition,
     serialize_gpu,
     write_autoserialize_model,
 )
@@ -311,7 +311,8 @@ def test_gpu_pipeline_matches_cpu(tmp_path, capsys):  # pragma: no cover - runs 
     variant = VARIANTS["MobileCLIP2-S2"]
     spec = PreprocessSpec(**variant)
     path = serialize_gpu(tmp_path / "model.dali", spec=spec, batch_size=8)
-    gpu = Pipeline.deserialize(filename=str(path), device_id=0)
+    # one batch is fed per run(): with DALI's default prefetch depth of 2, run() would wait for a second one
+    gpu = Pipeline.deserialize(filename=str(path), device_id=0, prefetch_queue_depth=1)
     cpu = _make(variant, batch_size=8)
     names = [n for n in GOOD if n != "gif_palette"]  # GIF is not a DALI format
     rows = []
@@ -329,7 +330,7 @@ def test_gpu_pipeline_matches_cpu(tmp_path, capsys):  # pragma: no cover - runs 
     with capsys.disabled():
         print("\n[GPU model.dali vs CPU pipeline]\n" + "\n".join(rows))
     # same pixels in (decoded-input variant): the resampling itself must agree
-    gpu_decoded = build_pipeline(spec, "gpu", source="decoded", batch_size=8)
+    gpu_decoded = pipeline_definition(spec, "gpu", source="decoded", batch_size=8)(prefetch_queue_depth=1)
     gpu_decoded.build()
     for name in names:
         pixels = ref.decode_reference(GOOD[name])

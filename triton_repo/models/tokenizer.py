@@ -1,7 +1,11 @@
-"""Turns text into the token ids of the variant's own open_clip tokenizer (not a re-implementation)."""
+"""Turns text into the token ids of the variant's own open_clip tokenizer (not a re-implementation).
+
+open_clip (and the torch it imports) must be installed in the Python the server runs this model with: the cpu
+profile's venv has it; NVIDIA's Triton image does not, so docker-compose.gpu.yml builds it into its image.
+Without it the model fails to load with a message saying so, instead of an ImportError traceback.
+"""
 
 import numpy as np
-import open_clip
 import triton_python_backend_utils as pb_utils
 
 from triton_repo.runtime.params import model_config, parameters
@@ -9,6 +13,12 @@ from triton_repo.runtime.params import model_config, parameters
 
 class TritonPythonModel:
     def initialize(self, args):
+        try:
+            import open_clip
+        except ImportError as exc:
+            raise pb_utils.TritonModelException(
+                f"tokenizer needs open_clip_torch (and torch) in the Triton server's Python ({exc}); the gpu "
+                "profile's image installs them (docker-compose.gpu.yml)") from exc
         params = parameters(model_config(args))
         self.tokenizer = open_clip.get_tokenizer(params["variant"])
         self.context_length = int(params["context_length"])

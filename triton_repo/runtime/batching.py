@@ -19,3 +19,16 @@ def split_rows(batch: np.ndarray, counts: list[int]) -> list[np.ndarray]:
 def chunks(n: int, size: int) -> list[slice]:
     """Slices that cover range(n) in pieces of at most `size` (a model's max batch size)."""
     return [slice(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def pad_stack(arrays: list[np.ndarray], fill) -> np.ndarray:
+    """Stacks per-image arrays of different lengths (axis 0) into one [B, N_max, ...] array, padding with `fill`.
+
+    One request carrying B images needs rectangular outputs; with a single image this is `array[None]`.
+    """
+    longest = max((len(a) for a in arrays), default=0)
+    first = arrays[0]
+    out = np.full((len(arrays), longest, *first.shape[1:]), fill, dtype=first.dtype)
+    for i, array in enumerate(arrays):
+        out[i, : len(array)] = array
+    return out
