@@ -67,7 +67,10 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from bootstrap.stack import up
 
-    return up(load_config(), bootstrap=not args.no_bootstrap)
+    def bootstrap() -> None:
+        cmd_bootstrap(argparse.Namespace(dry_run=False, skip_preflight=False))
+
+    return up(load_config(), bootstrap=None if args.no_bootstrap else bootstrap)
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -2,12 +2,21 @@
 
 Only this module knows REST paths. Errors become `ClusterError` with the method, path and the cluster's
 own reason, and an unreachable cluster becomes one sentence naming the URL.
+
+Deploying is restart-safe (`Cluster.deploy_model`): ML Commons 2.19 redeploys models by itself after a
+restart, and that redeploy can fail ("Fetching master key timed out": the first decryption after the JVM
+starts may outlast its 3 s latch) and leave the model's node cache stuck in DEPLOYING, so that every later
+deploy answers "Duplicate deploy model task" until an undeploy clears it. The model index is not the
+truth either: after a restart it still says DEPLOYED for a model no node serves. So "deployed" here means
+the index says DEPLOYED *and* a node's profile serves it; a deploy that someone else runs is waited for,
+never doubled; transient refusals are retried with backoff, a bounded number of times.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
@@ -17,7 +26,57 @@ from common.config import OpenSearchSettings
 
 
 class ClusterError(RuntimeError):
-    """OpenSearch refused a request or could not be reached."""
+    """OpenSearch refused a request or could not be reached; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+T = TypeVar("T")
+
+# Model states as ML Commons writes them in its model index.
+DEPLOYED, DEPLOYING = "DEPLOYED", "DEPLOYING"
+# States in which no node should hold the model: nothing to clear before deploying.
+IDLE_STATES = frozenset({"REGISTERED", "UNDEPLOYED", "CREATED", ""})
+
+# What ML Commons says when a node already holds the model in its cache (deployed, deploying, or stuck
+# deploying after a failed automatic redeploy).
+DUPLICATE_DEPLOY = "duplicate deploy model task"
+# Refusals that go away by themselves: the master key or a system index not ready yet after a start, a node
+# not (re)joined, the per-node limit of concurrent deploy tasks.
+_TRANSIENT_MARKERS = (
+    "fetching master key timed out", "master key has not been initialized", "please retry", "is not ready",
+    "not ready yet", "node not ready", "no response to create ml config index", "exceed max running task limit",
+    "timed out", "node_not_connected", "node_disconnected", "no_shard_available",
+    "unavailable_shards", "cluster_block_exception", "cluster_manager_not_discovered",
+    "master_not_discovered", "too many requests", "rejected execution",
+)
+_TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def is_transient(error: BaseException | str, status: int | None = None) -> bool:
+    """True for a refusal worth retrying after a pause (HTTP 429/5xx, or a reason ML Commons gives while
+    it is still starting); false for one that will fail the same way again (a bad request, a missing object)."""
+    if isinstance(error, ClusterError) and status is None:
+        status = error.status
+    text = str(error).lower()
+    if DUPLICATE_DEPLOY in text:
+        return False  # not a failure to retry blindly: someone else is deploying (see `deploy_model`)
+    return status in _TRANSIENT_STATUS or any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+def oldest(hits: Iterable[dict]) -> dict | None:
+    """The one object to use when several share a name: the oldest by `created_time`, then the smallest id.
+
+    Two runners that each find duplicates (left by an interrupted run, or by concurrent runs before the
+    bootstrap lock existed) must pick the same one, whatever order the search returns them in.
+    """
+    def key(hit: dict) -> tuple[float, str]:
+        created = hit.get("created_time")
+        return (float(created) if isinstance(created, int | float) else float("inf"), str(hit.get("id", "")))
+
+    return min(hits, key=key, default=None)
 
 
 def connect(settings: OpenSearchSettings) -> OpenSearch:
@@ -37,7 +96,9 @@ class Cluster:
         except OSConnectionError as exc:
             raise ClusterError(f"OpenSearch is unreachable at {self.url} ({exc.__class__.__name__})") from exc
         except TransportError as exc:
-            raise ClusterError(f"{method} {path} failed ({exc.status_code}): {exc.info or exc.error}") from exc
+            status = exc.status_code if isinstance(exc.status_code, int) else None
+            raise ClusterError(f"{method} {path} failed ({exc.status_code}): {exc.info or exc.error}",
+                               status=status) from exc
 
     def get_or_none(self, path: str) -> Any:
         try:
@@ -56,9 +117,11 @@ class Cluster:
 
     # --- ML Commons objects, found by exact name --------------------------------------------------
     def _search_ml(self, kind: str, name: str, extra_must_not: list | None = None) -> list[dict]:
+        """Every object of `kind` with exactly this name (duplicates included: the caller picks with `oldest`)."""
         query = {"bool": {"must": [{"term": {"name.keyword": name}}], "must_not": extra_must_not or []}}
+        body = {"query": query, "size": 100, "sort": [{"created_time": {"order": "asc", "unmapped_type": "long"}}]}
         try:
-            found = self.request("POST", f"/_plugins/_ml/{kind}/_search", {"query": query, "size": 10})
+            found = self.request("POST", f"/_plugins/_ml/{kind}/_search", body)
         except ClusterError as exc:
             if "index_not_found" in str(exc) or "404" in str(exc):
                 return []  # ML Commons creates its system indices lazily
@@ -66,7 +129,7 @@ class Cluster:
         return [{"id": h["_id"], **h["_source"]} for h in found.get("hits", {}).get("hits", [])]
 
     def find_model_group(self, name: str) -> dict | None:
-        return next(iter(self._search_ml("model_groups", name)), None)
+        return oldest(self._search_ml("model_groups", name))
 
     def create_model_group(self, name: str, description: str) -> str:
         return self.request("POST", "/_plugins/_ml/model_groups/_register",
@@ -74,7 +137,7 @@ class Cluster:
 
     def find_connector(self, name: str) -> dict | None:
         """Found by name with search, then read by id: a GET is real time, a search may lag a fresh update."""
-        found = next(iter(self._search_ml("connectors", name)), None)
+        found = oldest(self._search_ml("connectors", name))
         if found is None:
             return None
         return {"id": found["id"], **self.request("GET", f"/_plugins/_ml/connectors/{found['id']}")}
@@ -86,7 +149,7 @@ class Cluster:
         self.request("PUT", f"/_plugins/_ml/connectors/{connector_id}", body)
 
     def find_model(self, name: str) -> dict | None:
-        found = next(iter(self._search_ml("models", name, [{"exists": {"field": "chunk_number"}}])), None)
+        found = oldest(self._search_ml("models", name, [{"exists": {"field": "chunk_number"}}]))
         if found is None:
             return None
         return {"id": found["id"], **self.request("GET", f"/_plugins/_ml/models/{found['id']}")}
@@ -101,13 +164,157 @@ class Cluster:
         self.request("PUT", f"/_plugins/_ml/models/{model_id}", body)
 
     def model_state(self, model_id: str) -> str:
+        """The state the model index records (may be stale right after a restart: see `served_on`)."""
         return self.request("GET", f"/_plugins/_ml/models/{model_id}").get("model_state", "")
 
-    def deploy_model(self, model_id: str, timeout_s: float = 120) -> None:
-        response = self.request("POST", f"/_plugins/_ml/models/{model_id}/_deploy")
-        if "task_id" in response:
-            self.wait_task(response["task_id"], timeout_s)
-        self._wait_state(model_id, "DEPLOYED", timeout_s)
+    def served_on(self, model_id: str) -> list[str]:
+        """Ids of the nodes whose memory holds the model deployed: the truth the model index may lag."""
+        profile = self.request("GET", f"/_plugins/_ml/profile/models/{model_id}")
+        return sorted(node_id for node_id, node in (profile.get("nodes") or {}).items()
+                      if ((node.get("models") or {}).get(model_id) or {}).get("model_state") == DEPLOYED)
+
+    def model_deployed(self, model_id: str) -> bool:
+        """Deployed for real: recorded DEPLOYED and held by at least one node."""
+        return self.model_state(model_id) == DEPLOYED and bool(self.served_on(model_id))
+
+    def deploy_running(self, model_id: str, recent_s: float = 120) -> bool:
+        """Whether a deploy task for the model was started in the last `recent_s` seconds and has not ended.
+
+        Only recent ones count: a task whose node stopped mid-deploy stays RUNNING in the task index forever.
+        """
+        since = int((time.time() - recent_s) * 1000)
+        query = {"bool": {"filter": [{"term": {"model_id": model_id}}, {"term": {"task_type": "DEPLOY_MODEL"}},
+                                     {"terms": {"state": ["CREATED", "RUNNING"]}},
+                                     {"range": {"create_time": {"gte": since}}}]}}
+        try:
+            found = self.request("POST", "/_plugins/_ml/tasks/_search", {"query": query, "size": 1})
+        except ClusterError as exc:
+            if "index_not_found" in str(exc):
+                return False
+            raise
+        return bool(found.get("hits", {}).get("hits"))
+
+    def deploy_model(self, model_id: str, timeout_s: float = 300, attempts: int = 4, backoff_s: float = 2,
+                     backoff_max_s: float = 20, sleep: Callable[[float], None] = time.sleep,
+                     name: str | None = None) -> None:
+        """Leave the model deployed, whoever does the deploying; raise a `ClusterError` that says why if not.
+
+        Each round reads the model: deployed for real → done; DEPLOYING, or a deploy task running (ML Commons'
+        own automatic redeploy after a restart, or another client) → wait for it instead of starting another;
+        otherwise start a deploy (at most `attempts` of our own). Before deploying a model nobody serves that
+        is not idle, it is undeployed first: that clears a node cache left stuck by a failed deploy, which
+        would otherwise refuse every deploy as a duplicate. "Duplicate deploy model task" means someone else
+        is deploying: wait for DEPLOYED. Transient refusals ("Fetching master key timed out", 429/5xx, "not
+        ready") are retried after a backoff that doubles up to `backoff_max_s`; anything else is final.
+        """
+        label = f"{name} ({model_id})" if name else model_id
+        deadline = time.monotonic() + timeout_s
+        started = 0
+        errors: list[str] = []
+        clear_first = False
+        while True:
+            model = self._retrying(lambda: self.request("GET", f"/_plugins/_ml/models/{model_id}"), deadline, sleep)
+            state = model.get("model_state", "")
+            served = self._retrying(lambda: self.served_on(model_id), deadline, sleep)
+            if state == DEPLOYED and served:
+                return
+            if self._someone_deploying(model_id, model, deadline, sleep):
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"model {label} is still {state or 'deploying'} after {timeout_s:.0f}s "
+                                       "(a deploy started by ML Commons or another client did not finish)")
+                sleep(1)
+                continue
+            if started >= attempts or time.monotonic() >= deadline:
+                why = "; ".join(errors[-3:]) or "no error reported"
+                raise ClusterError(f"model {label} is {state or 'unknown'}, not DEPLOYED, after {started} deploy "
+                                   f"attempt(s) in {timeout_s - max(0.0, deadline - time.monotonic()):.0f}s: {why}")
+            if not served and (clear_first or state not in IDLE_STATES):
+                self._retrying(lambda: self.request("POST", f"/_plugins/_ml/models/{model_id}/_undeploy"),
+                               deadline, sleep)
+            started += 1
+            error = self._start_deploy(model_id, deadline)
+            if error is None:
+                # the task is done; the model index follows a moment later
+                self._wait_for(lambda: self.model_deployed(model_id), min(15.0, self._left(deadline)), sleep)
+                clear_first = False
+                continue
+            errors.append(error)
+            if DUPLICATE_DEPLOY in error.lower():
+                # a node already holds the model: deployed or deploying by someone else, or stuck; give the
+                # other deploy time to finish, and clear the cache before our next try if it did not
+                self._wait_for(lambda: self.model_deployed(model_id), min(30.0, self._left(deadline)), sleep)
+                clear_first = True
+                continue
+            if not is_transient(error):
+                raise ClusterError(f"deploying model {label} failed: {error}")
+            clear_first = True
+            sleep(min(backoff_max_s, backoff_s * 2 ** (started - 1), self._left(deadline)))
+
+    def _someone_deploying(self, model_id: str, model: dict, deadline: float, sleep: Callable[[float], None],
+                           recent_s: float = 60) -> bool:
+        """A deploy in flight: the index says DEPLOYING and was written lately, or a recent task is running.
+
+        A DEPLOYING older than `recent_s` with no task is stale (a node stopped mid-deploy; ML Commons' own
+        correction of it, the sync-up job, does not even start after a failed automatic redeploy).
+        """
+        updated = model.get("last_updated_time")
+        if model.get("model_state") == DEPLOYING and (
+                not isinstance(updated, int | float) or updated / 1000 > time.time() - recent_s):
+            return True
+        return self._retrying(lambda: self.deploy_running(model_id, recent_s), deadline, sleep)
+
+    def _start_deploy(self, model_id: str, deadline: float) -> str | None:
+        """One deploy request and its task; the error text if it failed, None if it completed."""
+        try:
+            response = self.request("POST", f"/_plugins/_ml/models/{model_id}/_deploy")
+            if "task_id" not in response:
+                return None
+            task = self._task_outcome(response["task_id"], max(1.0, self._left(deadline)))
+        except ClusterError as exc:
+            return str(exc)
+        if task.get("state") == "COMPLETED":
+            return None
+        return f"task {response['task_id']} {task.get('state', '').lower()}: {task.get('error', task)}"
+
+    def _task_outcome(self, task_id: str, timeout_s: float) -> dict:
+        """The task once it has ended (COMPLETED, FAILED, ...); a ClusterError if it has not in `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            task = self.request("GET", f"/_plugins/_ml/tasks/{task_id}")
+            if task.get("state") in ("COMPLETED", "FAILED", "COMPLETED_WITH_ERROR", "CANCELLED"):
+                return task
+            time.sleep(0.5)
+        raise ClusterError(f"ML task {task_id} did not finish in {timeout_s:.0f}s")
+
+    def _retrying(self, call: Callable[[], T], deadline: float, sleep: Callable[[float], None]) -> T:
+        """`call()`, retried while it fails transiently and time is left (a node still starting)."""
+        pause = 1.0
+        while True:
+            try:
+                return call()
+            except ClusterError as exc:
+                if not is_transient(exc) or time.monotonic() + pause >= deadline:
+                    raise
+            sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+    @staticmethod
+    def _wait_for(condition: Callable[[], bool], timeout_s: float, sleep: Callable[[float], None]) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if condition():
+                    return True
+            except ClusterError as exc:
+                if not is_transient(exc):
+                    raise
+            if time.monotonic() >= deadline:
+                return False
+            sleep(0.5)
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return max(0.0, deadline - time.monotonic())
 
     def undeploy_model(self, model_id: str) -> None:
         self.request("POST", f"/_plugins/_ml/models/{model_id}/_undeploy")
@@ -124,15 +331,66 @@ class Cluster:
         raise ClusterError(f"model {model_id} is {state or 'unknown'}, not {wanted}, after {timeout_s:.0f}s")
 
     def wait_task(self, task_id: str, timeout_s: float = 120) -> dict:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            task = self.request("GET", f"/_plugins/_ml/tasks/{task_id}")
-            if task.get("state") == "COMPLETED":
-                return task
-            if task.get("state") in ("FAILED", "COMPLETED_WITH_ERROR"):
-                raise ClusterError(f"ML task {task_id} failed: {task.get('error', task)}")
-            time.sleep(0.5)
-        raise ClusterError(f"ML task {task_id} did not finish in {timeout_s:.0f}s")
+        task = self._task_outcome(task_id, timeout_s)
+        if task.get("state") != "COMPLETED":
+            raise ClusterError(f"ML task {task_id} failed: {task.get('error', task)}")
+        return task
+
+    # --- single documents with optimistic concurrency (the bootstrap lock) -----------------------------
+    def ensure_index(self, name: str, settings: dict) -> None:
+        """Create the index unless it exists; losing a creation race to another client is fine."""
+        try:
+            self.request("PUT", f"/{name}", {"settings": settings})
+        except ClusterError as exc:
+            if "resource_already_exists_exception" not in str(exc):
+                raise
+
+    def create_document(self, index: str, doc_id: str, body: dict) -> tuple[int, int] | None:
+        """Index the document only if none has that id (`op_type=create`): its (seq_no, primary_term), or None
+        if one already exists. The cluster decides atomically, so exactly one of concurrent creators wins."""
+        try:
+            response = self.request("PUT", f"/{index}/_doc/{doc_id}", body,
+                                    params={"op_type": "create", "refresh": "true"})
+        except ClusterError as exc:
+            if exc.status == 409:
+                return None
+            raise
+        return response["_seq_no"], response["_primary_term"]
+
+    def get_document(self, index: str, doc_id: str) -> tuple[dict, tuple[int, int]] | None:
+        try:
+            found = self.request("GET", f"/{index}/_doc/{doc_id}")
+        except ClusterError as exc:
+            if exc.status == 404:  # no such document, or no index yet
+                return None
+            raise
+        if not found.get("found"):
+            return None
+        return found["_source"], (found["_seq_no"], found["_primary_term"])
+
+    def replace_document(self, index: str, doc_id: str, body: dict, version: tuple[int, int]) -> tuple[int, int] | None:
+        """Overwrite the document only if it is still at `version`: the new version, or None if it moved on."""
+        seq_no, primary_term = version
+        try:
+            response = self.request("PUT", f"/{index}/_doc/{doc_id}", body, params={
+                "if_seq_no": seq_no, "if_primary_term": primary_term, "refresh": "true"})
+        except ClusterError as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+        return response["_seq_no"], response["_primary_term"]
+
+    def delete_document(self, index: str, doc_id: str, version: tuple[int, int]) -> bool:
+        """Delete the document only if it is still at `version`; False if it was changed or is gone."""
+        seq_no, primary_term = version
+        try:
+            self.request("DELETE", f"/{index}/_doc/{doc_id}", params={
+                "if_seq_no": seq_no, "if_primary_term": primary_term, "refresh": "true"})
+        except ClusterError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
 
     # --- pipelines, templates, indices ------------------------------------------------------------
     def get_search_pipeline(self, name: str) -> dict | None:

@@ -100,7 +100,7 @@ class OpenSearchNode:
         for line in (self.home / "config" / "jvm.options").read_text().splitlines():
             if line.startswith(("-Xms", "-Xmx")):
                 continue
-            line = line.replace("HeapDumpPath=data", f"HeapDumpPath={self.data_dir}")
+            line = line.replace("HeapDumpPath=data", f"HeapDumpPath={self.heap_dump_dir}")
             lines.append(line.replace("logs/", f"{self.logs_dir}/"))
         lines += [f"-Xms{self.heap}", f"-Xmx{self.heap}"]
         return "\n".join(lines) + "\n"
@@ -134,12 +134,19 @@ class OpenSearchNode:
         """Start the node and wait until the cluster is yellow or green."""
         if self.running():
             return self
+        self.launch()
+        self.wait_ready(timeout_s)
+        return self
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the JVM without waiting for it (a supervisor watches it instead)."""
         for port in (self.http_port, self.transport_port):
             if port_open(port):
                 raise NodeError(f"port {port} is already in use (another OpenSearch running?)")
         if not (self.home / "bin" / "opensearch").is_file():
             raise NodeError(f"{self.home} is not an OpenSearch distribution (run ensure_distribution)")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self._bound_heap_dumps()
         self.write_config()
         tmp_dir = self.data_dir / "tmp"  # else the launcher leaves a fresh /tmp/opensearch-* per start
         tmp_dir.mkdir(exist_ok=True)
@@ -159,6 +166,11 @@ class OpenSearchNode:
                 cwd=self.data_dir, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
+        return self._proc
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        """Until the cluster is yellow or green; a node that exits or never gets there is an error."""
+        assert self._proc is not None, "launch() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -167,11 +179,22 @@ class OpenSearchNode:
                 raise self._fail(f"exited with code {code} while starting")
             status = (self.health() or {}).get("status")
             if status in ("yellow", "green"):
-                return self
+                return
             time.sleep(1)
         error = self._fail(f"was not yellow/green after {timeout_s:.0f}s")
         self.stop()
         raise error
+
+    @property
+    def heap_dump_dir(self) -> Path:
+        return self.logs_dir / "heapdumps"
+
+    def _bound_heap_dumps(self, keep: int = 1) -> None:
+        """A heap dump is as large as the heap and is written on every out-of-memory: keep only the newest."""
+        self.heap_dump_dir.mkdir(parents=True, exist_ok=True)
+        dumps = sorted(self.heap_dump_dir.glob("*.hprof"), key=lambda p: p.stat().st_mtime)
+        for old in dumps[:-keep] if keep else dumps:
+            old.unlink(missing_ok=True)
 
     def stop(self, timeout_s: float = 60) -> None:
         """SIGTERM (OpenSearch flushes and closes cleanly), SIGKILL after `timeout_s`; wait for the port."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bootstrap import desired
-from bootstrap.opensearch_api import Cluster
+from bootstrap.opensearch_api import DEPLOYED, IDLE_STATES, Cluster
 from common.config import Settings
 from common.model_facts import ClipFacts
 
@@ -99,8 +99,9 @@ class Reconciler:
         step = self.plan.add(Step("connector", name, "update", found["id"], "definition changed"))
         if not self.dry_run:
             model = self.cluster.find_model(name)
-            if model and self.cluster.model_state(model["id"]) == "DEPLOYED":
-                self.cluster.undeploy_model(model["id"])  # ML Commons only updates idle connectors
+            # ML Commons only updates a connector no node holds a model of: a model stuck deploying counts
+            if model and self.cluster.model_state(model["id"]) not in IDLE_STATES:
+                self.cluster.undeploy_model(model["id"])
             self.cluster.update_connector(found["id"], body)
         return step
 
@@ -112,21 +113,31 @@ class Reconciler:
             if self.dry_run:
                 return self.plan.add(Step("model", name, "create", PENDING, "register + deploy"))
             model_id = self.cluster.register_model(body)
-            self.cluster.deploy_model(model_id)
+            self.cluster.deploy_model(model_id, name=name)
             return self.plan.add(Step("model", name, "create", model_id, "registered + deployed"))
         model_id = found["id"]
         needs_update = found.get("connector_id") != connector.id
-        # a connector updated in place leaves its model undeployed: deploying again is the change
-        deployed = self.cluster.model_state(model_id) == "DEPLOYED"
+        # Deployed means recorded DEPLOYED *and* held by a node: after a restart the record still says DEPLOYED
+        # while no node serves the model. A connector updated in place leaves its model undeployed: deploying
+        # again is the change.
+        state = self.cluster.model_state(model_id)
+        deployed = state == DEPLOYED and bool(self.cluster.served_on(model_id))
         if not needs_update and deployed:
             return self.plan.add(Step("model", name, "unchanged", model_id))
-        detail = "connector changed" if needs_update else "deploy"
+        if needs_update:
+            detail = "connector changed"
+        elif state == DEPLOYED:
+            detail = "deploy (recorded DEPLOYED, but no node serves it)"
+        else:
+            detail = f"deploy (was {state or 'unknown'})"
         if not self.dry_run:
             if needs_update:
-                if deployed:
+                if state not in IDLE_STATES:
                     self.cluster.undeploy_model(model_id)
                 self.cluster.update_model(model_id, {"connector_id": connector.id})
-            self.cluster.deploy_model(model_id)
+            # waits for a deploy already in flight (ML Commons redeploys by itself after a restart) instead of
+            # racing it, and retries what ML Commons reports as transient
+            self.cluster.deploy_model(model_id, name=name)
         return self.plan.add(Step("model", name, "update", model_id, detail))
 
     def ingest_pipeline(self, body: dict) -> Step:
@@ -154,7 +165,7 @@ class Reconciler:
             return self.plan.add(Step("index", name, "create"))
         # an existing index keeps its mapping; only the pipeline defaults can follow the template
         wanted = {f"index.{k}": v for k, v in template["template"]["settings"]["index"].items()
-                  if k in ("search.default_pipeline", "default_pipeline")}
+                  if k in ("search.default_pipeline", "default_pipeline", "final_pipeline")}
         current = self.cluster.index_settings(name)
         differs = {k: v for k, v in wanted.items() if current.get(k) != v}
         if differs and not self.dry_run:
@@ -184,6 +195,8 @@ class Reconciler:
         analyze_model = self.model(s.ml_commons.analyze_model, analyze_connector, group,
                                    f"{clip.variant} + detector image analysis; {desired.MANAGED}")
         self.ingest_pipeline(desired.ingest_pipeline(s, analyze_model.id or PENDING))
+        self._put_if_changed("ingest_pipeline", s.index.final_pipeline, desired.final_pipeline(s),
+                             self.cluster.get_ingest_pipeline, self.cluster.put_ingest_pipeline)
         self.search_pipeline(desired.search_pipeline(s, embed_model.id or PENDING))
         dead_letter = desired.dead_letter_index_template(s)
         self.index_template(s.index.dead_letter, dead_letter)

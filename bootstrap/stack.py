@@ -1,96 +1,47 @@
-"""The local stack behind `make up` / `make down`: OpenSearch, Triton and the adapter on 127.0.0.1.
+"""The local stack behind `make up` / `make down` / `make status`: OpenSearch, Triton and the adapter on
+127.0.0.1, started and kept running by the supervisor.
 
-Each service runs detached with its pid and log under `<cache>/run/`; `up` leaves a healthy service alone,
-so a second `make up` is safe while the stack runs, and `down` stops exactly what `up` started.
+`up` starts the supervisor unless one runs (so a second `make up` is safe), waits until every service answers,
+then bootstraps; `down` stops the supervisor, which stops exactly what it started.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from pathlib import Path
+import time
+from collections.abc import Callable
 
-import httpx
 from rich.console import Console
 
+from bootstrap import supervisor
 from bootstrap.opensearch_dist import ensure_distribution
-from bootstrap.opensearch_node import OpenSearchNode
-from bootstrap.processes import StartupError, port_open, stop_pid, wait_until
-from bootstrap.triton_server import TritonServer
-from common.config import Settings
-from triton_repo.render import render_repository
+from bootstrap.processes import stop_pid, wait_until
+from bootstrap.services import health_urls, healthy, run_dir
+from common.config import REPO_ROOT, Settings
 
 console = Console()
 
 
-def run_dir(settings: Settings) -> Path:
-    path = settings.cache / "run"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        pid = int(path.read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError):
+def start_supervisor(settings: Settings) -> subprocess.Popen | None:
+    """The supervisor starts (and keeps restarting) the services; None when one already runs."""
+    if supervisor.read_pid(run_dir(settings) / supervisor.PID_FILE) is not None:
         return None
+    with (run_dir(settings) / "supervisor.log").open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "bootstrap.supervisor"], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT)
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=3).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def opensearch_node(settings: Settings) -> OpenSearchNode:
-    home = ensure_distribution(settings.cache, settings.opensearch.version)
-    return OpenSearchNode(home, run_dir(settings) / "opensearch", http_port=settings.opensearch.http_port,
-                          transport_port=settings.opensearch.transport_port, heap=settings.opensearch.heap)
-
-
-def start_opensearch(settings: Settings) -> str:
-    if _healthy(f"{settings.opensearch.url}/_cluster/health"):
-        return "already running"
-    opensearch_node(settings).start()
-    return "started"
-
-
-def start_triton(settings: Settings) -> str:
-    t = settings.triton
-    if _healthy(f"http://{t.http_url}/v2/health/ready"):
-        return "already running"
-    repo = render_repository(settings, run_dir(settings) / "triton_repo")
-    server = TritonServer(repo, settings.cache, t.http_port, t.grpc_port, t.metrics_port,
-                          run_dir(settings) / "triton.log").start()
-    (run_dir(settings) / "triton.pid").write_text(str(server.proc.pid))
-    return "started"
-
-
-def adapter_command() -> list[str]:
-    return [sys.executable, "-m", "connectors.adapter.app"]
-
-
-def start_adapter(settings: Settings) -> str:
-    a = settings.adapter
-    if _healthy(f"http://{a.host}:{a.port}/health"):
-        return "already running"
-    if port_open(a.port, a.host):
-        raise StartupError(f"port {a.port} is taken by something that is not a healthy adapter")
-    log = run_dir(settings) / "adapter.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(adapter_command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=Path(__file__).resolve().parent.parent)
-    try:
-        wait_until(lambda: _healthy(f"http://{a.host}:{a.port}/health"), proc, 60, "adapter", log)
-    except BaseException:
-        stop_pid(proc.pid)
-        raise
-    (run_dir(settings) / "adapter.pid").write_text(str(proc.pid))
-    return "started"
+def waithealthy(settings: Settings, proc: subprocess.Popen | None) -> None:
+    timeouts = {"opensearch": 240.0, "triton": 360.0, "adapter": 120.0}
+    logs = {"opensearch": run_dir(settings) / "opensearch" / "logs" / "console.log",
+            "triton": run_dir(settings) / "triton.log", "adapter": run_dir(settings) / "adapter.log"}
+    for name, url in health_urls(settings).items():
+        with console.status(f"waiting for {name} …"):
+            wait_until(lambda u=url: healthy(u), proc, timeouts[name], name, logs[name])
+        console.print(f"{name}: up")
 
 
 def example_query(settings: Settings) -> str:
@@ -100,18 +51,17 @@ def example_query(settings: Settings) -> str:
             "[\"global_image_embedding\", \"detected_objects.object_embedding\"]}}'")
 
 
-def up(settings: Settings, bootstrap: bool = True) -> int:
+def up(settings: Settings, bootstrap: Callable[[], None] | None = None) -> int:
+    """Starts the supervisor (which starts the services), waits for them, then runs `bootstrap` if given."""
     from export.__main__ import ensure_models
 
     ensure_models(settings)
-    for name, start in (("OpenSearch", start_opensearch), ("Triton", start_triton), ("adapter", start_adapter)):
-        with console.status(f"starting {name} …"):
-            outcome = start(settings)
-        console.print(f"{name}: {outcome}")
-    if bootstrap:
-        from bootstrap.cli import cmd_bootstrap
-
-        cmd_bootstrap(type("Args", (), {"dry_run": False, "skip_preflight": False})())
+    ensure_distribution(settings.cache, settings.opensearch.version)
+    proc = start_supervisor(settings)
+    console.print("supervisor: " + ("started" if proc else "already running"))
+    waithealthy(settings, proc)
+    if bootstrap is not None:
+        bootstrap()
     status(settings)
     console.print("\nTry a neural text query (no model id needed, the search pipeline supplies it):")
     console.print(example_query(settings), highlight=False, soft_wrap=True)
@@ -120,25 +70,38 @@ def up(settings: Settings, bootstrap: bool = True) -> int:
 
 def status(settings: Settings) -> int:
     t, a = settings.triton, settings.adapter
+    health = health_urls(settings)
+    supervised = {sv["name"]: sv for sv in (supervisor.state(settings) or {}).get("services", [])}
     rows = [
-        ("OpenSearch", settings.opensearch.url, f"{settings.opensearch.url}/_cluster/health"),
-        ("Triton HTTP", f"http://{t.http_url}", f"http://{t.http_url}/v2/health/ready"),
-        ("Triton gRPC", t.grpc_url, None),
-        ("Triton metrics", f"http://{t.host}:{t.metrics_port}/metrics", None),
-        ("adapter", f"http://{a.host}:{a.port}", f"http://{a.host}:{a.port}/health"),
+        ("OpenSearch", "opensearch", settings.opensearch.url),
+        ("Triton HTTP", "triton", f"http://{t.http_url}"),
+        ("Triton gRPC", None, t.grpc_url),
+        ("Triton metrics", None, f"http://{t.host}:{t.metrics_port}/metrics"),
+        ("adapter", "adapter", f"http://{a.host}:{a.port}"),
     ]
-    for name, where, health in rows:
-        state = ("up" if _healthy(health) else "down") if health else ""
-        console.print(f"  {name:<15} {where:<40} {state}")
-    console.print(f"  logs: {run_dir(settings)}")
+    for label, name, where in rows:
+        state = ("up" if healthy(health[name]) else "down") if name else ""
+        sv = supervised.get(name or "")
+        restarts = f"restarts {sv['restarts']}" + (f", last exit {sv['last_exit']}" if sv["last_exit"] is not None
+                                                    else "") if sv else ""
+        console.print(f"  {label:<15} {where:<40} {state:<5} {restarts}")
+    console.print(f"  supervisor: {'running' if supervised else 'not running'}; logs: {run_dir(settings)}")
     return 0
 
 
 def down(settings: Settings) -> int:
+    """Stops the supervisor, which stops the services; without one, stops what the pid files name."""
     run = run_dir(settings)
+    pid = supervisor.read_pid(run / supervisor.PID_FILE)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and supervisor.pid_alive(pid):
+            time.sleep(0.5)
+        console.print(f"supervisor: stopped (pid {pid})")
     for name, pid_file in (("adapter", run / "adapter.pid"), ("Triton", run / "triton.pid"),
                            ("OpenSearch", run / "opensearch" / "opensearch.pid")):
-        pid = _pid(pid_file)
+        pid = supervisor.read_pid(pid_file)
         if pid is None:
             console.print(f"{name}: not running")
             continue

@@ -102,11 +102,16 @@ class TritonServer:
             "--backend-config=python,shm-growth-byte-size=67108864",
         ]
 
-    def start(self, timeout_s: float = 300) -> TritonServer:
+    def launch(self) -> subprocess.Popen:
+        """Start tritonserver without waiting for it (a supervisor watches it instead)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_file.open("ab")
-        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_env(),
-                                     start_new_session=True)
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_env(),
+                                         start_new_session=True)
+        return self.proc
+
+    def start(self, timeout_s: float = 300) -> TritonServer:
+        self.launch()
         try:
             wait_until(self.ready, self.proc, timeout_s, f"tritonserver (HTTP {self.http_port})", self.log_file)
         except BaseException:

@@ -121,6 +121,7 @@ class IndexSettings(_Section):
     name: str = "images"
     dead_letter: str = "images-failed"
     ingest_pipeline: str = "visual-ingest"
+    final_pipeline: str = "visual-final"
     search_pipeline: str = "visual-search"
     shards: int = Field(1, ge=1)
     replicas: int = Field(0, ge=0)
@@ -158,6 +159,7 @@ class Settings(BaseSettings):
 
     profile: Literal["cpu", "gpu"] = "cpu"
     cache_dir: Path = Path(".cache")
+    run_dir: Path | None = None  # pids, logs and data of the local stack; default <cache_dir>/run
     opensearch: OpenSearchSettings = OpenSearchSettings()
     triton: TritonSettings = TritonSettings()
     adapter: AdapterSettings = AdapterSettings()
@@ -187,6 +189,12 @@ class Settings(BaseSettings):
         """Absolute cache folder (relative paths are relative to the repository root)."""
         path = self.cache_dir if self.cache_dir.is_absolute() else REPO_ROOT / self.cache_dir
         return path.resolve()
+
+    @property
+    def run_path(self) -> Path:
+        if self.run_dir is None:
+            return self.cache / "run"
+        return (self.run_dir if self.run_dir.is_absolute() else REPO_ROOT / self.run_dir).resolve()
 
     @property
     def models_dir(self) -> Path:

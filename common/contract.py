@@ -23,6 +23,10 @@ IMAGE_ERROR_CODES = ("empty", "not_an_image", "truncated", "too_large", "decode_
 
 # The pipeline's own size guard words its refusal like the adapter's, so both read "larger than".
 TOO_LARGE_TEXT = "larger than the"
+# The pipeline's refusal of a raw image in a field that is not `image_b64` (a misspelling, say).
+STRAY_IMAGE_TEXT = "looks like a raw image"
+# A failure message holding any of these is the input's fault: retrying the same document cannot succeed.
+PERMANENT_TEXTS = (PERMANENT_MARK, TOO_LARGE_TEXT, STRAY_IMAGE_TEXT)
 
 # --- the documents -----------------------------------------------------------------------------------------
 

@@ -107,11 +107,14 @@ def choose_backend(requested: str) -> str:
 # ------------------------------------------------------------------------------------------ TensorRT API
 
 
+def _major(trt: Any) -> int:
+    return int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
+
+
 def fp16_mode(trt: Any) -> str:
     """How this TensorRT builds FP16: "builder_flag" (weakly typed, TensorRT <= 10) or "strongly_typed"
     (TensorRT >= 11 removed BuilderFlag.FP16: precision comes from the network's own types)."""
-    major = int(str(getattr(trt, "__version__", "0")).split(".")[0] or 0)
-    if major < 11 and hasattr(trt.BuilderFlag, "FP16"):
+    if _major(trt) < 11 and hasattr(trt.BuilderFlag, "FP16"):
         return "builder_flag"
     return "strongly_typed"
 
@@ -136,6 +139,8 @@ def build_tensorrt(target: Target, trt: Any) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         source = target.onnx
         flags = 0
+        if _major(trt) < 10 and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
+            flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)  # the ONNX parser needs it before 10
         if mode == "strongly_typed":
             source = fp16_onnx(target.onnx, Path(tmp) / "fp16.onnx")
             flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)

@@ -97,7 +97,7 @@ class AdapterProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> AdapterProcess:
-        from bootstrap.stack import adapter_command
+        from bootstrap.services import adapter_command
 
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(adapter_command(), stdout=out, stderr=subprocess.STDOUT,

@@ -1,0 +1,64 @@
+"""The services of the local stack and how each is launched: shared by `make up` and the supervisor.
+
+Everything a service writes (pid, log, data, the rendered Triton repository) goes under the run folder.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from bootstrap.opensearch_dist import ensure_distribution
+from bootstrap.opensearch_node import OpenSearchNode
+from bootstrap.processes import StartupError, port_open
+from bootstrap.triton_server import TritonServer
+from common.config import REPO_ROOT, Settings
+from triton_repo.render import render_repository
+
+
+def run_dir(settings: Settings) -> Path:
+    path = settings.run_path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def opensearch_node(settings: Settings) -> OpenSearchNode:
+    home = ensure_distribution(settings.cache, settings.opensearch.version)
+    return OpenSearchNode(home, run_dir(settings) / "opensearch", http_port=settings.opensearch.http_port,
+                          transport_port=settings.opensearch.transport_port, heap=settings.opensearch.heap)
+
+
+def triton_server(settings: Settings) -> TritonServer:
+    t = settings.triton
+    repo = render_repository(settings, run_dir(settings) / "triton_repo")
+    return TritonServer(repo, settings.cache, t.http_port, t.grpc_port, t.metrics_port,
+                        run_dir(settings) / "triton.log")
+
+
+def adapter_command() -> list[str]:
+    return [sys.executable, "-m", "connectors.adapter.app"]
+
+
+def launch_adapter(settings: Settings) -> subprocess.Popen:
+    a = settings.adapter
+    if port_open(a.port, a.host):
+        raise StartupError(f"port {a.port} is taken by something that is not a healthy adapter")
+    with (run_dir(settings) / "adapter.log").open("ab") as out:
+        return subprocess.Popen(adapter_command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=REPO_ROOT)
+
+
+def health_urls(settings: Settings) -> dict[str, str]:
+    t, a = settings.triton, settings.adapter
+    return {"opensearch": f"{settings.opensearch.url}/_cluster/health",
+            "triton": f"http://{t.http_url}/v2/health/ready", "adapter": f"http://{a.host}:{a.port}/health"}
