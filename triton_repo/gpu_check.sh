@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU check (run on a machine with an NVIDIA GPU, from this checkout, after `make venv`):
-#   1. the gpu profile rendered for real (model.dali serialized with CUDA where DALI can) and statically checked;
+#   1. the gpu profile rendered for real (the DALI definition the server's DALI serializes) and statically checked;
 #   2. FP16 TensorRT engines of the three ONNX models vs ONNX Runtime on the CPU (export.tensorrt: onnxruntime-gpu's
 #      TensorRT provider with the served options, or the TensorRT Python API; no trtexec needed);
 #   3. the nvJPEG DALI pipeline vs the CPU one (tests/parity, GPU test);

@@ -156,22 +156,28 @@ def _place(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _write_dali(version: Path, clip: ClipFacts, yolo: YoloFacts, batch_size: int) -> None:
-    """model.dali where CUDA can serialize it; elsewhere the definition the dali backend serializes at load."""
+def _write_dali(version: Path, clip: ClipFacts, yolo: YoloFacts, batch_size: int, serialize: bool) -> None:
+    """By default the definition (`dali.py`) the dali backend serializes at load, with the server's own DALI:
+    a `model.dali` serialized by this venv's DALI may not load in the DALI of the Triton image. `serialize`
+    writes model.dali here (where CUDA and the same DALI version are at hand), falling back to the definition.
+    """
     from export.dali_preprocess import GpuSerializationError, serialize_gpu, write_autoserialize_model
 
-    try:
-        serialize_gpu(version / "model.dali", clip=clip, yolo=yolo, batch_size=batch_size)
-    except GpuSerializationError as exc:
-        log.warning("%s; writing the autoserialize definition instead", exc)
-        write_autoserialize_model(version, clip=clip, yolo=yolo, batch_size=batch_size)
+    if serialize:
+        try:
+            serialize_gpu(version / "model.dali", clip=clip, yolo=yolo, batch_size=batch_size)
+            return
+        except GpuSerializationError as exc:
+            log.warning("%s; writing the autoserialize definition instead", exc)
+    write_autoserialize_model(version, clip=clip, yolo=yolo, batch_size=batch_size)
 
 
 def render_repository(settings: Settings, out_dir: Path, profile: str | None = None,
-                      artifacts: bool = True, trt_cache: str = DEFAULT_TRT_CACHE) -> Path:
+                      artifacts: bool = True, trt_cache: str = DEFAULT_TRT_CACHE, serialize_dali: bool = False) -> Path:
     """Writes the repository; `artifacts=False` writes configs only (what the static check needs).
 
-    `trt_cache` is the TensorRT engine cache folder as the gpu server sees it (ignored by the cpu profile).
+    gpu only: `trt_cache` is the TensorRT engine cache folder as the server sees it; `serialize_dali` writes
+    model.dali with this machine's DALI instead of the definition the server's DALI serializes.
     """
     profile = profile or settings.profile
     clip = ClipFacts.load(settings.clip_dir)
@@ -193,7 +199,7 @@ def render_repository(settings: Settings, out_dir: Path, profile: str | None = N
         elif payload.onnx:
             _place(onnx_files[payload.onnx], version / "model.onnx")
         elif payload.dali:
-            _write_dali(version, clip, yolo, settings.triton.max_batch_size)
+            _write_dali(version, clip, yolo, settings.triton.max_batch_size, serialize_dali)
     return out_dir
 
 
@@ -210,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs-only", action="store_true")
     parser.add_argument("--trt-cache", default=DEFAULT_TRT_CACHE,
                         help="gpu: TensorRT engine cache folder as the server sees it (default %(default)s)")
+    parser.add_argument("--serialize-dali", action="store_true",
+                        help="gpu: write model.dali with this DALI (needs CUDA and the server's DALI version)")
     args = parser.parse_args(argv)
     settings = load_config()
     profile = args.profile or settings.profile
     out = args.out or settings.cache / f"triton_repo_{profile}"
-    render_repository(settings, out, profile, artifacts=not args.configs_only, trt_cache=args.trt_cache)
+    render_repository(settings, out, profile, artifacts=not args.configs_only, trt_cache=args.trt_cache,
+                      serialize_dali=args.serialize_dali)
     return report(out)
 
 

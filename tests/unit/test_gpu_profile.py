@@ -221,9 +221,16 @@ def test_3_onnx_models_are_real_files_that_survive_a_move(gpu_setup, tmp_path):
 # ------------------------------------------------------------------------------------------ 4. PYTHONPATH
 
 
-def test_4_pythonpath_keeps_the_dali_wheel(compose, tmp_path):
+def test_4_pythonpath_keeps_the_dali_wheel(compose, gpu_setup, tmp_path):
     """The compose command, interpolated as compose does and run by bash with a stand-in tritonserver, appends
-    /workspace to the image's PYTHONPATH (which holds DALI's wheel) instead of replacing it."""
+    /workspace to the image's PYTHONPATH (which holds DALI's wheel) instead of replacing it: the rendered
+    preprocess is the definition the server's DALI autoserializes, which imports both."""
+    version = gpu_setup["gpu"] / "preprocess" / "1"
+    assert (version / "dali.py").is_file() and not (version / "model.dali").exists()
+    definition = (version / "dali.py").read_text()
+    assert "from nvidia.dali.plugin.triton import autoserialize" in definition  # the image's DALI wheel
+    assert "from export.dali_preprocess import" in definition  # this checkout, at /workspace
+    assert f"batch_size={gpu_setup['settings'].triton.max_batch_size}" in definition
     triton = compose["services"]["triton"]
     assert "PYTHONPATH" not in (triton.get("environment") or {})
     command = [interpolate(part) for part in triton["command"]]
