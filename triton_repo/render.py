@@ -2,9 +2,9 @@
 
 Same model names and tensors in both profiles; the profile only decides what sits in each version folder:
 a python-backend `model.py` (cpu), the ONNX file itself (gpu, onnxruntime backend with TensorRT), or the
-serialized DALI pipeline (gpu preprocess). The gpu profile adds one model the cpu profile does not need,
-`validate_image`: the per-item checks the cpu preprocess makes itself, done before the batched nvJPEG decoder
-(where one bad image would otherwise fail every request of its batch).
+DALI pipeline definition the server's DALI serializes (gpu preprocess). The gpu profile adds one model the
+cpu profile does not need, `validate_image`: the per-item checks the cpu preprocess makes itself, done before
+the batched nvJPEG decoder (where one bad image would otherwise fail every request of its batch).
 
 gpu ONNX models are served by ONNX Runtime's TensorRT execution provider with explicit shape profiles
 (batch 1..max, built once at load, not on the first request) and an engine cache on a persistent path
