@@ -75,11 +75,6 @@ def ingest_pipeline(settings: Settings, analyze_model_id: str) -> dict:
                        description=f"server-side image analysis for {settings.index.name}; {MANAGED}")
 
 
-def final_pipeline(settings: Settings) -> dict:
-    return render_json("final-pipeline.json.j2", c=contract, dead_letter=settings.index.dead_letter,
-                       description=f"strips raw images from every write to {settings.index.name}; {MANAGED}")
-
-
 def dead_letter_index_template(settings: Settings) -> dict:
     return render_json("dead-letter-index-template.json.j2", index=settings.index,
                        description=f"documents {settings.index.ingest_pipeline} could not analyze; {MANAGED}")
@@ -92,5 +87,5 @@ def search_pipeline(settings: Settings, embed_model_id: str) -> dict:
 
 def images_index_template(settings: Settings, clip: ClipFacts, ingest_pipeline: str | None) -> dict:
     return render_json("images-index-template.json.j2", index=settings.index, dimension=clip.embedding_dim,
-                       ingest_pipeline=ingest_pipeline, final_pipeline=settings.index.final_pipeline,
+                       ingest_pipeline=ingest_pipeline, c=contract,
                        description=f"{clip.variant} vectors; {MANAGED}")

@@ -165,7 +165,7 @@ class Reconciler:
             return self.plan.add(Step("index", name, "create"))
         # an existing index keeps its mapping; only the pipeline defaults can follow the template
         wanted = {f"index.{k}": v for k, v in template["template"]["settings"]["index"].items()
-                  if k in ("search.default_pipeline", "default_pipeline", "final_pipeline")}
+                  if k in ("search.default_pipeline", "default_pipeline")}
         current = self.cluster.index_settings(name)
         differs = {k: v for k, v in wanted.items() if current.get(k) != v}
         if differs and not self.dry_run:
@@ -195,8 +195,6 @@ class Reconciler:
         analyze_model = self.model(s.ml_commons.analyze_model, analyze_connector, group,
                                    f"{clip.variant} + detector image analysis; {desired.MANAGED}")
         self.ingest_pipeline(desired.ingest_pipeline(s, analyze_model.id or PENDING))
-        self._put_if_changed("ingest_pipeline", s.index.final_pipeline, desired.final_pipeline(s),
-                             self.cluster.get_ingest_pipeline, self.cluster.put_ingest_pipeline)
         self.search_pipeline(desired.search_pipeline(s, embed_model.id or PENDING))
         dead_letter = desired.dead_letter_index_template(s)
         self.index_template(s.index.dead_letter, dead_letter)

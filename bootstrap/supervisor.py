@@ -6,7 +6,8 @@ keeps failing (so a service that cannot start does not spin). What it sees goes 
 folder (pid, restarts, last exit) for `make status`; SIGTERM (`make down`) stops the services in reverse order.
 
 A service already running when the supervisor starts (a previous supervisor died) is adopted by its pid rather
-than started twice.
+than started twice. Each time OpenSearch has (re)started and answers, the managed models are deployed again if
+no node serves them, so ingest and neural queries work after a crash without `make bootstrap`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bootstrap.processes import stop_pid
-from bootstrap.services import launch_adapter, opensearch_node, run_dir, triton_server
+from bootstrap.redeploy import ensure_deployed
+from bootstrap.services import health_urls, healthy, launch_adapter, opensearch_node, run_dir, triton_server
 from common.config import Settings, load_config
 
 STATE_FILE = "supervisor.json"
@@ -46,13 +49,17 @@ class ServiceState:
 
 @dataclass
 class Service:
-    """One supervised process: how to launch it (returns the child) and where its pid file is."""
+    """One supervised process: how to launch it (returns the child), where its pid file is, and optionally what
+    to do each time it has come up (`ready` says when; `after_ready` runs once per start, in the background)."""
 
     name: str
     launch: Callable[[], subprocess.Popen]
     pid_file: Path
+    ready: Callable[[], bool] | None = None
+    after_ready: Callable[[], None] | None = None
     state: ServiceState = field(init=False)
     proc: subprocess.Popen | None = None
+    awaiting_ready: bool = False
 
     def __post_init__(self) -> None:
         self.state = ServiceState(self.name)
@@ -90,8 +97,13 @@ def read_pid(path: Path) -> int | None:
 def services(settings: Settings) -> list[Service]:
     """OpenSearch, Triton, the adapter: in start order."""
     run = run_dir(settings)
+
+    def redeploy() -> None:
+        print(f"supervisor: models after OpenSearch start: {ensure_deployed(settings)}", file=sys.stderr, flush=True)
+
     return [
-        Service("opensearch", lambda: opensearch_node(settings).launch(), run / "opensearch" / "opensearch.pid"),
+        Service("opensearch", lambda: opensearch_node(settings).launch(), run / "opensearch" / "opensearch.pid",
+                ready=lambda: healthy(health_urls(settings)["opensearch"]), after_ready=redeploy),
         Service("triton", lambda: triton_server(settings).launch(), run / "triton.pid"),
         Service("adapter", lambda: launch_adapter(settings), run / "adapter.pid"),
     ]
@@ -119,6 +131,7 @@ class Supervisor:
             return
         service.state.pid = service.proc.pid
         service.state.last_start = time.time()
+        service.awaiting_ready = service.after_ready is not None
         service.pid_file.parent.mkdir(parents=True, exist_ok=True)
         service.pid_file.write_text(str(service.proc.pid))
 
@@ -139,11 +152,18 @@ class Supervisor:
                 self._start(service)
         self.write_state()
 
+    def _check_ready(self, service: Service) -> None:
+        if service.awaiting_ready and service.ready is not None and service.ready():
+            service.awaiting_ready = False
+            assert service.after_ready is not None
+            threading.Thread(target=service.after_ready, name=f"{service.name}-ready", daemon=True).start()
+
     def tick(self) -> None:
         changed = False
         for service in self.services:
             s = service.state
             if service.alive():
+                self._check_ready(service)
                 if s.consecutive_failures and time.time() - s.last_start > HEALTHY_RESET_S:
                     s.consecutive_failures = 0
                     changed = True

@@ -121,7 +121,6 @@ class IndexSettings(_Section):
     name: str = "images"
     dead_letter: str = "images-failed"
     ingest_pipeline: str = "visual-ingest"
-    final_pipeline: str = "visual-final"
     search_pipeline: str = "visual-search"
     shards: int = Field(1, ge=1)
     replicas: int = Field(0, ge=0)

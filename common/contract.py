@@ -31,6 +31,9 @@ PERMANENT_TEXTS = (PERMANENT_MARK, TOO_LARGE_TEXT, STRAY_IMAGE_TEXT)
 # --- the documents -----------------------------------------------------------------------------------------
 
 IMAGE_FIELD = "image_b64"  # base64 image bytes in a document sent to the images index
+# Never kept in the images index's _source, whatever pipeline a request names (even ?pipeline=_none): the image
+# field and the usual misspellings of it. The default pipeline also refuses any other field holding an image.
+RAW_IMAGE_PATTERNS = (IMAGE_FIELD, "*b64*", "*B64*", "*base64*", "*Base64*", "*BASE64*")
 IMAGE_URL_FIELD = "image_url"
 FAILURE_FIELD = "failure"  # in a dead letter: {reason, processor, index, doc_id, retryable, image_dropped}
 FAILED_AT_FIELD = "failed_at"

@@ -22,6 +22,7 @@ from bootstrap.reconcile import Reconciler
 from client.replay import replay
 from common.config import Settings
 from export.shapes.dataset import render
+from tests.adapter_metrics import requests_total
 
 pytestmark = pytest.mark.integration
 
@@ -103,10 +104,7 @@ def test_a_bulk_fifteen_times_the_pool_loses_nothing(cluster, stack_settings, cl
 
 def busy_answers(adapter_url: str) -> float:
     """How many analyze requests the adapter has answered 429 ("busy, retry") since it started."""
-    for line in httpx.get(f"{adapter_url}/metrics", timeout=5).text.splitlines():
-        if line.startswith("adapter_requests_total{") and 'endpoint="/v1/analyze"' in line and '"429"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return requests_total(adapter_url, "/v1/analyze", "429")
 
 
 def _kill_mid_bulk(os_client, settings: Settings, adapter_url: str, docs: dict[str, dict[str, Any]],
