@@ -32,8 +32,15 @@ def cluster_settings(settings: Settings) -> dict[str, Any]:
         "plugins.ml_commons.trusted_connector_endpoints_regex": [f"^{adapter}/.*$"],
         "plugins.ml_commons.connector.private_ip_enabled": "true",
         "plugins.ml_commons.only_run_on_ml_node": "false",
-        "plugins.ml_commons.native_memory_threshold": "100",
-        "plugins.ml_commons.jvm_heap_memory_threshold": "100",
+        # ML Commons' memory breakers stay on, at their defaults: a prediction refused by them is a transient
+        # failure (dead-lettered with its image, replayable), while a heap driven past them can kill the node.
+        "plugins.ml_commons.native_memory_threshold": "90",
+        "plugins.ml_commons.jvm_heap_memory_threshold": "85",
+        # ML Commons' own redeploy after a restart fails here on its first model ("Fetching master key timed
+        # out") and then leaves that model stuck as deploying and the others unserved; the supervisor and the
+        # bootstrap redeploy instead, and a model is also deployed on its first prediction.
+        "plugins.ml_commons.model_auto_redeploy.enable": "false",
+        "plugins.ml_commons.model_auto_deploy.enable": "true",
     }
 
 

@@ -9,6 +9,9 @@ does not exist yet is the bootstrap's job.
 
 from __future__ import annotations
 
+import time
+
+from bootstrap.lock import bootstrap_lock
 from bootstrap.opensearch_api import DEPLOYED, Cluster, ClusterError, connect
 from common.config import Settings
 
@@ -17,22 +20,34 @@ def managed_models(settings: Settings) -> list[str]:
     return [settings.ml_commons.embed_model, settings.ml_commons.analyze_model]
 
 
-def ensure_deployed(settings: Settings, cluster: Cluster | None = None) -> dict[str, str]:
-    """Model name → what was done ("served", "deployed", "absent", or the error)."""
+def ensure_deployed(settings: Settings, cluster: Cluster | None = None, timeout_s: float = 600,
+                    pause_s: float = 5) -> dict[str, str]:
+    """Model name → what was done ("served", "deployed", "absent", or the last error). Right after a restart
+    ML Commons answers 500 until its system indices are ready, so failed rounds are repeated until `timeout_s`."""
     cluster = cluster or Cluster(connect(settings.opensearch), settings.opensearch.url)
-    outcome: dict[str, str] = {}
-    for name in managed_models(settings):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        outcome: dict[str, str] = {}
         try:
-            found = cluster.find_model(name)
-            if found is None:
-                outcome[name] = "absent"
-                continue
-            model_id = found["id"]
-            if cluster.model_state(model_id) == DEPLOYED and cluster.served_on(model_id):
-                outcome[name] = "served"
-                continue
-            cluster.deploy_model(model_id, name=name)
-            outcome[name] = "deployed"
+            with bootstrap_lock(cluster):  # never two deploys of one model at once (a bootstrap may be running)
+                for name in managed_models(settings):
+                    outcome[name] = _ensure_one(cluster, name)
         except ClusterError as exc:
-            outcome[name] = f"error: {exc}"
-    return outcome
+            outcome["lock"] = f"error: {exc}"
+        if not any(v.startswith("error") for v in outcome.values()) or time.monotonic() > deadline:
+            return outcome
+        time.sleep(pause_s)
+
+
+def _ensure_one(cluster: Cluster, name: str) -> str:
+    try:
+        found = cluster.find_model(name)
+        if found is None:
+            return "absent"
+        model_id = found["id"]
+        if cluster.model_state(model_id) == DEPLOYED and cluster.served_on(model_id):
+            return "served"
+        cluster.deploy_model(model_id, name=name)
+        return "deployed"
+    except ClusterError as exc:
+        return f"error: {exc}"

@@ -138,7 +138,9 @@ class Supervisor:
     def _failed(self, service: Service, what: str) -> None:
         s = service.state
         s.consecutive_failures += 1
-        s.next_start = time.monotonic() + min(MAX_BACKOFF_S, 2.0 ** (s.consecutive_failures - 1))
+        # the first failure restarts at once, then 1, 2, 4 … seconds up to MAX_BACKOFF_S
+        delay = 0.0 if s.consecutive_failures == 1 else min(MAX_BACKOFF_S, 2.0 ** (s.consecutive_failures - 2))
+        s.next_start = time.monotonic() + delay
         s.history = [*s.history[-9:], f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {what}"]
         print(f"supervisor: {service.name} {what}", file=sys.stderr, flush=True)
 
