@@ -118,6 +118,15 @@ def test_1_python_of_the_image_and_no_pip_install_of_the_repository(compose):
     assert f"{adapter_python}.0" in spec  # the adapter does pip install -e: its Python must be admitted
 
 
+def test_every_compose_service_restarts_and_reports_its_health(compose):
+    for name, service in compose["services"].items():
+        assert service.get("restart") == "unless-stopped", name
+        if name != "opensearch":
+            assert service["healthcheck"]["test"], name
+    assert compose["services"]["opensearch"]["healthcheck"]["test"]
+    assert compose["services"]["adapter"]["depends_on"]["triton"]["condition"] == "service_healthy"
+
+
 def test_triton_image_has_the_august_2025_security_fixes(compose):
     assert image_tag(compose) >= FIRST_PATCHED_TAG
     overridden = interpolate(compose["services"]["triton"]["build"]["dockerfile_inline"],
