@@ -20,19 +20,19 @@ models: venv
 	$(PY) -m export
 
 opensearch: venv
-	$(PY) -m bootstrap.opensearch_dist
+	$(PY) -m localstack.opensearch_dist
 
 up: models opensearch
-	$(PY) -m bootstrap.cli up
+	$(PY) -m cli up
 
 down:
-	@test -x $(PY) && $(PY) -m bootstrap.cli down || echo "nothing to stop (no venv)"
+	@test -x $(PY) && $(PY) -m cli down || echo "nothing to stop (no venv)"
 
 status: venv
-	$(PY) -m bootstrap.cli status
+	$(PY) -m cli status
 
 bootstrap: venv
-	$(PY) -m bootstrap.cli bootstrap
+	$(PY) -m cli bootstrap
 
 test: models opensearch
 	$(PY) -m ruff check .
@@ -54,11 +54,11 @@ bench-gpu: venv
 	$(PY) -m bench.gpu
 
 demo: up
-	$(PY) -m bootstrap.cli demo $(FOLDER)
+	$(PY) -m cli demo $(FOLDER)
 
 # re-drive dead letters (retryable ones; ALL=1 also the permanently failed) through the ingest pipeline
 replay: venv
-	$(PY) -m bootstrap.cli replay $(if $(ALL),--all)
+	$(PY) -m cli replay $(if $(ALL),--all)
 
 clean: down
 	rm -rf $(VENV) .cache/run

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bootstrap.processes import free_port, wait_until
 from common.config import Settings, load_config
 from common.model_facts import ClipFacts, YoloFacts
+from localstack.processes import free_port, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +41,8 @@ def yolo_facts(settings: Settings) -> YoloFacts:
 
 @pytest.fixture(scope="session")
 def opensearch_node(settings: Settings, tmp_path_factory: pytest.TempPathFactory):
-    from bootstrap.opensearch_dist import ensure_distribution
-    from bootstrap.opensearch_node import OpenSearchNode
+    from localstack.opensearch_dist import ensure_distribution
+    from localstack.opensearch_node import OpenSearchNode
 
     home = ensure_distribution(settings.cache, settings.opensearch.version)
     with OpenSearchNode(home, tmp_path_factory.mktemp("opensearch"), http_port=free_port(),
@@ -53,7 +53,7 @@ def opensearch_node(settings: Settings, tmp_path_factory: pytest.TempPathFactory
 @pytest.fixture(scope="session")
 def triton_server(settings: Settings, clip_facts: ClipFacts, yolo_facts: YoloFacts,
                   tmp_path_factory: pytest.TempPathFactory):
-    from bootstrap.triton_server import TritonServer
+    from localstack.triton_server import TritonServer
     from triton_repo.render import render_repository
 
     work = tmp_path_factory.mktemp("triton")
@@ -97,7 +97,7 @@ class AdapterProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> AdapterProcess:
-        from bootstrap.services import adapter_command
+        from localstack.services import adapter_command
 
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(adapter_command(), stdout=out, stderr=subprocess.STDOUT,
@@ -115,7 +115,7 @@ class AdapterProcess:
             self.proc = None
 
     def stop(self) -> None:
-        from bootstrap.processes import stop_pid
+        from localstack.processes import stop_pid
 
         if self.proc is not None:
             stop_pid(self.proc.pid)

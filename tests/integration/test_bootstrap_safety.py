@@ -47,7 +47,7 @@ def safety_env(url: str) -> dict[str, str]:
 
 
 def run_cli(url: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bootstrap.cli", "bootstrap", "--skip-preflight", *args],
+    return subprocess.run([sys.executable, "-m", "cli", "bootstrap", "--skip-preflight", *args],
                           cwd=ROOT, env=safety_env(url), capture_output=True, text=True, timeout=timeout)
 
 
@@ -87,7 +87,7 @@ def test_two_bootstraps_at_once_create_every_object_once(shared_node, tmp_path: 
     for log in logs:
         with log.open("w") as out:
             runners.append(subprocess.Popen(
-                [sys.executable, "-m", "bootstrap.cli", "bootstrap", "--skip-preflight"], cwd=ROOT,
+                [sys.executable, "-m", "cli", "bootstrap", "--skip-preflight"], cwd=ROOT,
                 env={**safety_env(url), "PYTHONUNBUFFERED": "1"}, stdout=out, stderr=subprocess.STDOUT, text=True))
     try:
         deadline = time.monotonic() + 120
@@ -146,9 +146,9 @@ def test_restart_with_data_kept_then_bootstrap_leaves_every_model_deployed(setti
     """`make down` + `make up` with data kept: ML Commons' own redeploy races the bootstrap (measured on
     2.19.1: it may fail with "Fetching master key timed out" and leave the model stuck); the bootstrap must
     still end with every model deployed and exit 0, and the next one must find nothing to do."""
-    from bootstrap.opensearch_dist import ensure_distribution
-    from bootstrap.opensearch_node import OpenSearchNode
-    from bootstrap.processes import free_port
+    from localstack.opensearch_dist import ensure_distribution
+    from localstack.opensearch_node import OpenSearchNode
+    from localstack.processes import free_port
 
     home = ensure_distribution(settings.cache, settings.opensearch.version)
     node = OpenSearchNode(home, tmp_path_factory.mktemp("restart-node"), http_port=free_port(),

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import pytest
 
-from bootstrap.processes import free_port
+from localstack.processes import free_port
 from tests import triton_calls
 from tests.ingest_corpus import bad_docs, good_docs
 

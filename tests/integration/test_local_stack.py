@@ -1,6 +1,6 @@
 """The local stack as `make up` runs it: supervised, restart-safe, with its data kept across `down`/`up`.
 
-A whole second stack is started here by the real CLI (`python -m bootstrap.cli up`), on free ports and in its
+A whole second stack is started here by the real CLI (`python -m cli up`), on free ports and in its
 own run folder, so the faults below (servers killed with SIGKILL) touch nothing else of the test session.
 """
 
@@ -20,10 +20,10 @@ import httpx
 import pytest
 from PIL import Image
 
-from bootstrap import supervisor
 from bootstrap.opensearch_api import DEPLOYED, Cluster, connect
-from bootstrap.processes import free_port
 from common.config import REPO_ROOT, Settings, load_config
+from localstack import supervisor
+from localstack.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,7 @@ class Stack:
         self.run = run
 
     def cli(self, *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "bootstrap.cli", *args], env=self.env, cwd=REPO_ROOT,
+        return subprocess.run([sys.executable, "-m", "cli", *args], env=self.env, cwd=REPO_ROOT,
                               capture_output=True, text=True, timeout=timeout_s)
 
     @property

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bootstrap.opensearch_node import OpenSearchNode
+from localstack.opensearch_node import OpenSearchNode
 
 pytestmark = pytest.mark.integration
 

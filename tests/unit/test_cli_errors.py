@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bootstrap.processes import free_port
+from localstack.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bootstrap.cli", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **env}, timeout=120)
 
 

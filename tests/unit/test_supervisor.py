@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from bootstrap import supervisor
-from bootstrap.supervisor import Service, Supervisor
+from localstack import supervisor
+from localstack.supervisor import Service, Supervisor
 
 
 def sleeper() -> subprocess.Popen:

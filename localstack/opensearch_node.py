@@ -20,8 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bootstrap.opensearch_dist import find_java_home
-from bootstrap.processes import log_tail, port_open
+from localstack.opensearch_dist import find_java_home
+from localstack.processes import log_tail, port_open
 
 # OpenSearch refuses to start as root, and it learns the uid through JNA only: with JNA's native
 # library made unloadable, the check is skipped (with a warning). CI and these dev machines run

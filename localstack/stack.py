@@ -16,11 +16,11 @@ from collections.abc import Callable
 
 from rich.console import Console
 
-from bootstrap import supervisor
-from bootstrap.opensearch_dist import ensure_distribution
-from bootstrap.processes import stop_pid, wait_until
-from bootstrap.services import health_urls, healthy, run_dir
 from common.config import REPO_ROOT, Settings
+from localstack import supervisor
+from localstack.opensearch_dist import ensure_distribution
+from localstack.processes import stop_pid, wait_until
+from localstack.services import health_urls, healthy, run_dir
 
 console = Console()
 
@@ -30,7 +30,7 @@ def start_supervisor(settings: Settings) -> subprocess.Popen | None:
     if supervisor.read_pid(run_dir(settings) / supervisor.PID_FILE) is not None:
         return None
     with (run_dir(settings) / "supervisor.log").open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "bootstrap.supervisor"], stdout=out, stderr=subprocess.STDOUT,
+        return subprocess.Popen([sys.executable, "-m", "localstack.supervisor"], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=REPO_ROOT)
 
 

@@ -1,13 +1,8 @@
-"""The README's search modes as query bodies, run by `visual-search demo` against a live index."""
+"""The README's search modes as query bodies: the one place the CLI, the demo, the bench and the tests build them."""
 
 from __future__ import annotations
 
 import base64
-import json
-from pathlib import Path
-
-from opensearchpy import OpenSearch
-from rich.console import Console
 
 HIDE_VECTORS = {"excludes": ["global_image_embedding", "detected_objects.object_embedding"]}
 
@@ -44,24 +39,3 @@ def hybrid_query(text: str, keywords: str, k: int = 5) -> dict:
     return {"size": k, "_source": HIDE_VECTORS, "query": {"hybrid": {"queries": [
         {"multi_match": {"query": keywords, "fields": ["filename", "tags"]}},
         {"neural": {"global_image_embedding": {"query_text": text, "k": 50}}}]}}}
-
-
-def run_examples(client: OpenSearch, index: str, sample_image: Path, console: Console) -> None:
-    cases = {
-        "text → image": text_query("a red circle"),
-        "image → image": image_query(sample_image.read_bytes()),
-        "object-level": object_query("a blue star"),
-        "filtered (class, confidence, date)": filtered_query("shapes", "circle", 0.5, "2020-01-01"),
-        "hybrid (keywords + neural)": hybrid_query("a green triangle", "triangle"),
-    }
-    for title, body in cases.items():
-        hits = client.search(index=index, body=body)["hits"]["hits"]
-        shown = json.dumps(body)[:160] + ("…" if len(json.dumps(body)) > 160 else "")
-        console.print(f"\n[bold]{title}[/bold]  {shown}", highlight=False)
-        for hit in hits:
-            line = f"  {hit['_score']:.4f}  {hit['_id']}"
-            inner = hit.get("inner_hits", {}).get("detected_objects", {}).get("hits", {}).get("hits", [])
-            if inner:
-                obj = inner[0]["_source"]
-                line += f"  → {obj['class_name']} {obj['confidence']:.2f} at {obj['bbox']}"
-            console.print(line, highlight=False)

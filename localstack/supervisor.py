@@ -1,6 +1,6 @@
 """Keeps the local stack running: starts OpenSearch, Triton and the adapter, and restarts whichever dies.
 
-`make up` starts this as a detached process (`python -m bootstrap.supervisor`); it launches each service in its
+`make up` starts this as a detached process (`python -m localstack.supervisor`); it launches each service in its
 own session, polls them once a second, and relaunches one that exited, with a backoff that doubles while it
 keeps failing (so a service that cannot start does not spin). What it sees goes to `supervisor.json` in the run
 folder (pid, restarts, last exit) for `make status`; SIGTERM (`make down`) stops the services in reverse order.
@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bootstrap.processes import stop_pid
 from bootstrap.redeploy import ensure_deployed
-from bootstrap.services import health_urls, healthy, launch_adapter, opensearch_node, run_dir, triton_server
 from common.config import Settings, load_config
+from localstack.processes import stop_pid
+from localstack.services import health_urls, healthy, launch_adapter, opensearch_node, run_dir, triton_server
 
 STATE_FILE = "supervisor.json"
 PID_FILE = "supervisor.pid"

@@ -20,7 +20,7 @@ def adapter_ready(settings) -> None:
     """The connectors are useless if the adapter (and Triton behind it) cannot answer: say so before applying."""
     import httpx
 
-    from bootstrap.processes import StartupError
+    from localstack.processes import StartupError
 
     url = f"{settings.adapter.url.rstrip('/')}/health"
     try:
@@ -65,7 +65,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from bootstrap.stack import up
+    from localstack.stack import up
 
     def bootstrap() -> None:
         cmd_bootstrap(argparse.Namespace(dry_run=False, skip_preflight=False))
@@ -74,7 +74,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from bootstrap.stack import down
+    from localstack.stack import down
 
     return down(load_config())
 
@@ -82,8 +82,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from bootstrap.examples import run_examples
     from bootstrap.opensearch_api import connect
+    from client.demo import run_examples
     from client.ingest import image_files, ingest_folder, write_sample_images
 
     settings = load_config()
@@ -118,7 +118,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from bootstrap.stack import status
+    from localstack.stack import status
 
     return status(load_config())
 
@@ -152,10 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from bootstrap.opensearch_api import ClusterError
-    from bootstrap.opensearch_dist import DistributionError
-    from bootstrap.opensearch_node import NodeError
-    from bootstrap.processes import StartupError
     from common.model_facts import MissingArtifactError
+    from localstack.opensearch_dist import DistributionError
+    from localstack.opensearch_node import NodeError
+    from localstack.processes import StartupError
 
     try:
         return args.func(args)

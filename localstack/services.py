@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 
-from bootstrap.opensearch_dist import ensure_distribution
-from bootstrap.opensearch_node import OpenSearchNode
-from bootstrap.processes import StartupError, port_open
-from bootstrap.triton_server import TritonServer
 from common.config import REPO_ROOT, Settings
+from localstack.opensearch_dist import ensure_distribution
+from localstack.opensearch_node import OpenSearchNode
+from localstack.processes import StartupError, port_open
+from localstack.triton_server import TritonServer
 from triton_repo.render import render_repository
 
 

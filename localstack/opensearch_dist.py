@@ -395,7 +395,7 @@ def _build(root: Path, home: Path, version: str, progress: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m bootstrap.opensearch_dist [CACHE_DIR] [VERSION]`: build (or confirm) the distribution.
+    """`python -m localstack.opensearch_dist [CACHE_DIR] [VERSION]`: build (or confirm) the distribution.
 
     Without arguments the cache folder and version come from the config file.
     """

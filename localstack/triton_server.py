@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from bootstrap.processes import StartupError, stop_pid, wait_until
+from localstack.processes import StartupError, stop_pid, wait_until
 
 STUB_NAME = "triton_python_backend_stub"
 
