@@ -32,7 +32,9 @@ import tritonclient.grpc.aio as aio
 from bench.images import image_set
 from bench.report import RESULTS
 from bench.stats import summary
+from common import triton_io
 from common.config import load_config
+from common.contract import ENCODED_IMAGE
 
 LATENCY_TARGET_MS, THROUGHPUT_TARGET = 20.0, 1000.0
 GPU_MODELS = ("yolo", "clip_image", "preprocess")
@@ -60,10 +62,7 @@ def served_kinds(http_url: str) -> dict[str, str]:
 
 def _input(images: list[bytes]) -> aio.InferInput:
     """One request carrying these images (equal byte lengths: a request's tensor is rectangular)."""
-    data = np.stack([np.frombuffer(b, dtype=np.uint8) for b in images])
-    tensor = aio.InferInput("encoded_image", list(data.shape), "UINT8")
-    tensor.set_data_from_numpy(data)
-    return tensor
+    return triton_io.tensor(aio, ENCODED_IMAGE, np.stack([np.frombuffer(b, dtype=np.uint8) for b in images]))
 
 
 async def smoke(client: aio.InferenceServerClient, images: list[bytes]) -> list[str]:

@@ -20,8 +20,8 @@ from bench.context import Context
 from bench.images import BenchImage
 from bench.naive import NaivePipeline
 from bench.stats import summary
-
-ANALYZE_OUTPUTS = ("embedding", "image_size", "boxes", "scores", "class_ids", "class_names", "object_embeddings")
+from common import triton_io
+from common.contract import ANALYZE_MODEL, ANALYZE_OUTPUTS
 
 
 @dataclass
@@ -72,13 +72,11 @@ class TritonDirect:
     def __init__(self, url: str, max_workers: int, name: str = "triton") -> None:
         self.name = name
         self.clients = [grpcclient.InferenceServerClient(url) for _ in range(max_workers)]
-        self.outputs = [grpcclient.InferRequestedOutput(n) for n in ANALYZE_OUTPUTS]
+        self.outputs = triton_io.outputs(grpcclient, ANALYZE_OUTPUTS)
 
     def analyze(self, worker: int, image: BenchImage) -> dict[str, np.ndarray]:
-        data = np.frombuffer(image.jpeg, dtype=np.uint8)[None]
-        tensor = grpcclient.InferInput("encoded_image", list(data.shape), "UINT8")
-        tensor.set_data_from_numpy(data)
-        result = self.clients[worker].infer("analyze_image", [tensor], outputs=self.outputs)
+        result = self.clients[worker].infer(ANALYZE_MODEL, [triton_io.image_input(grpcclient, image.jpeg)],
+                                            outputs=self.outputs)
         return {n: result.as_numpy(n)[0] for n in ANALYZE_OUTPUTS}
 
     def run(self, images: Sequence[BenchImage], concurrency: int) -> PassResult:

@@ -16,6 +16,8 @@ import tritonclient.grpc as grpcclient
 
 from bench.context import Context
 from bench.stats import median, summary
+from common import triton_io
+from common.contract import EMBED_TEXT_MODEL, EMBEDDING
 
 TEXTS = (
     "a red circle", "a blue square", "a green triangle", "a yellow star", "a purple cross",
@@ -29,10 +31,7 @@ GLOBAL, OBJECT = "global_image_embedding", "detected_objects.object_embedding"
 
 
 def embed_text(client: grpcclient.InferenceServerClient, text: str) -> np.ndarray:
-    data = np.array([[text.encode("utf-8")]], dtype=np.object_)
-    tensor = grpcclient.InferInput("text", list(data.shape), "BYTES")
-    tensor.set_data_from_numpy(data)
-    return client.infer("embed_text", [tensor]).as_numpy("embedding")[0]
+    return client.infer(EMBED_TEXT_MODEL, [triton_io.text_input(grpcclient, text)]).as_numpy(EMBEDDING)[0]
 
 
 def _wrap(field: str, kind: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def dead_letter_index_template(settings: Settings) -> dict:
 
 
 def search_pipeline(settings: Settings, embed_model_id: str) -> dict:
-    return render_json("search-pipeline.json.j2", embed_model_id=embed_model_id,
+    return render_json("search-pipeline.json.j2", embed_model_id=embed_model_id, index=settings.index,
                        description=f"neural defaults for {settings.index.name}; {MANAGED}")
 
 

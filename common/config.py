@@ -127,6 +127,8 @@ class IndexSettings(_Section):
     hnsw_m: int = Field(16, ge=2)
     hnsw_ef_construction: int = Field(512, ge=2)
     hnsw_ef_search: int = Field(100, ge=1)
+    # hybrid queries: lexical and neural scores, min-max normalized, combined with these weights (sum 1)
+    hybrid_weights: tuple[float, float] = (0.3, 0.7)
     # A dead letter keeps its image so it can be replayed; a permanently failed one only up to this size.
     dead_letter_max_image_bytes: int = Field(5_000_000, ge=0)
 

@@ -4,6 +4,16 @@ dead letter holds. The adapter, the pipeline templates, the clients and the test
 
 from __future__ import annotations
 
+# --- Triton: the ensembles the adapter calls and their tensors (DESIGN.md §4) --------------------------------
+
+ANALYZE_MODEL = "analyze_image"
+EMBED_IMAGE_MODEL = "embed_image"
+EMBED_TEXT_MODEL = "embed_text"
+ENCODED_IMAGE = "encoded_image"  # UINT8 [1, n]: the image file's bytes
+TEXT = "text"  # BYTES [1, 1]: UTF-8 query text
+EMBEDDING = "embedding"  # FP32 [1, D], L2-normalized
+ANALYZE_OUTPUTS = (EMBEDDING, "image_size", "boxes", "scores", "class_ids", "class_names", "object_embeddings")
+
 # --- how the adapter tells ML Commons (and so the ingest pipeline) what kind of failure happened -----------
 
 # ML Commons 2.19 retries a remote call (with the connector's client_config backoff) only when the error

@@ -7,6 +7,7 @@ then bootstraps; `down` stops the supervisor, which stops exactly what it starte
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
+from client.queries import text_query
 from common.config import REPO_ROOT, Settings
 from localstack import supervisor
 from localstack.opensearch_dist import ensure_distribution
@@ -45,10 +47,9 @@ def waithealthy(settings: Settings, proc: subprocess.Popen | None) -> None:
 
 
 def example_query(settings: Settings) -> str:
+    body = json.dumps(text_query("a red circle"))
     return (f"curl -s -XPOST '{settings.opensearch.url}/{settings.index.name}/_search' "
-            "-H 'Content-Type: application/json' -d '{\"query\": {\"neural\": {\"global_image_embedding\": "
-            "{\"query_text\": \"a red circle\", \"k\": 5}}}, \"_source\": {\"excludes\": "
-            "[\"global_image_embedding\", \"detected_objects.object_embedding\"]}}'")
+            f"-H 'Content-Type: application/json' -d '{body}'")
 
 
 def up(settings: Settings, bootstrap: Callable[[], None] | None = None) -> int:

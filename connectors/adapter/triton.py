@@ -6,7 +6,16 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from common.contract import IMAGE_ERROR_CODES
+from common import triton_io
+from common.contract import (
+    ANALYZE_MODEL,
+    ANALYZE_OUTPUTS,
+    EMBED_IMAGE_MODEL,
+    EMBED_TEXT_MODEL,
+    EMBEDDING,
+    IMAGE_ERROR_CODES,
+)
+from common.triton_io import model_parameters
 
 # A request Triton has not answered in this long is abandoned (and reported transient, so it is retried).
 INFER_TIMEOUT_S = 300.0
@@ -46,12 +55,12 @@ class TritonModels:
     async def parameters(self, model: str) -> dict[str, str]:
         """The provenance the templates render into an ensemble's config (variant, weights, detector)."""
         config = await self.client.get_model_config(model, as_json=True)
-        return {k: v.get("string_value", "") for k, v in config["config"].get("parameters", {}).items()}
+        return model_parameters(config["config"])
 
     async def _infer(self, model: str, inputs: list[grpcclient.InferInput], outputs: list[str]):
         try:
             return await self.client.infer(model, inputs, client_timeout=INFER_TIMEOUT_S,
-                                           outputs=[grpcclient.InferRequestedOutput(n) for n in outputs])
+                                           outputs=triton_io.outputs(grpcclient, outputs))
         except InferenceServerException as exc:
             message = exc.message() or str(exc)
             kind = classify(message)
@@ -62,24 +71,13 @@ class TritonModels:
             raise TritonUnavailable(f"Triton at {self.url}: {exc.__class__.__name__}: {exc}") from exc
 
     async def embed_text(self, text: str) -> np.ndarray:
-        data = np.array([[text.encode("utf-8")]], dtype=np.object_)
-        tensor = grpcclient.InferInput("text", list(data.shape), "BYTES")
-        tensor.set_data_from_numpy(data)
-        result = await self._infer("embed_text", [tensor], ["embedding"])
-        return result.as_numpy("embedding")[0]
-
-    @staticmethod
-    def _image_input(image: bytes) -> grpcclient.InferInput:
-        data = np.frombuffer(image, dtype=np.uint8)[None]
-        tensor = grpcclient.InferInput("encoded_image", list(data.shape), "UINT8")
-        tensor.set_data_from_numpy(data)
-        return tensor
+        result = await self._infer(EMBED_TEXT_MODEL, [triton_io.text_input(grpcclient, text)], [EMBEDDING])
+        return result.as_numpy(EMBEDDING)[0]
 
     async def embed_image(self, image: bytes) -> np.ndarray:
-        result = await self._infer("embed_image", [self._image_input(image)], ["embedding"])
-        return result.as_numpy("embedding")[0]
+        result = await self._infer(EMBED_IMAGE_MODEL, [triton_io.image_input(grpcclient, image)], [EMBEDDING])
+        return result.as_numpy(EMBEDDING)[0]
 
     async def analyze(self, image: bytes) -> dict[str, np.ndarray]:
-        names = ["embedding", "image_size", "boxes", "scores", "class_ids", "class_names", "object_embeddings"]
-        result = await self._infer("analyze_image", [self._image_input(image)], names)
-        return {name: result.as_numpy(name)[0] for name in names}
+        result = await self._infer(ANALYZE_MODEL, [triton_io.image_input(grpcclient, image)], list(ANALYZE_OUTPUTS))
+        return {name: result.as_numpy(name)[0] for name in ANALYZE_OUTPUTS}

@@ -220,7 +220,7 @@ def test_hybrid_query_combines_lexical_and_neural(stored, os_client, stack_setti
     for query in (lexical, neural):
         hits = _search(os_client, index, {"size": 100, "_source": False, "query": query})
         separately.append(_min_max({h["_id"]: h["_score"] for h in hits}))
-    weights = (0.3, 0.7)  # pipelines/templates/search-pipeline.json.j2
+    weights = stack_settings.index.hybrid_weights
     ids = set(separately[0]) | set(separately[1])
     expected = {i: sum(w * part.get(i, 0.0) for w, part in zip(weights, separately, strict=True)) for i in ids}
     hits = _search(os_client, index, {"size": 100, "_source": False,

@@ -16,6 +16,7 @@ import tritonclient.http as http
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
+from common import triton_io
 from export.shapes.dataset import render
 from tests import triton_calls
 from tests.reference_preprocess import clip_reference, decode_reference, reference_preprocess
@@ -118,13 +119,7 @@ def test_box_embedding_handles_max_det_objects(triton, yolo_facts, clip_facts):
     detections = np.stack([x1, y1, x1 + 30, y1 + 30, np.linspace(0.99, 0.3, n), np.arange(n) % 5], 1)
     inputs = {"decoded_image": image[None], "detections": detections.astype(np.float32)[None],
               "image_size": np.array([[h, w]], np.int32), "letterbox": np.array([[1.0, 0.0, 0.0]], np.float32)}
-    tensors = []
-    for name, array in inputs.items():
-        tensor = http.InferInput(name, list(array.shape), {np.uint8: "UINT8", np.float32: "FP32",
-                                                          np.int32: "INT32"}[array.dtype.type])
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    result = triton.infer("box_embedding", tensors)
+    result = triton.infer("box_embedding", [triton_io.tensor(http, name, array) for name, array in inputs.items()])
     assert result.as_numpy("boxes").shape == (1, n, 4)
     embeddings = result.as_numpy("object_embeddings")[0]
     assert embeddings.shape == (n, clip_facts.embedding_dim)
