@@ -10,7 +10,8 @@ import sys
 
 from rich.console import Console
 
-from common.config import ConfigError, load_config
+from common.config import load_config
+from common.errors import EXIT_FAILED, EXIT_OK, EXIT_UNUSABLE, run_command
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
@@ -61,7 +62,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     for step in plan.steps:
         console.print(f"  {step}")
     console.print(f"{len(plan.changes)} change(s), {len(plan.steps) - len(plan.changes)} unchanged")
-    return 0
+    return EXIT_OK
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -90,7 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     folder = Path(args.folder) if args.folder else write_sample_images(settings.cache / "demo-images")
     if not image_files(folder):
         err_console.print(f"[red]error:[/red] no images under {folder}")
-        return 2
+        return EXIT_UNUSABLE
     client = connect(settings.opensearch)
     outcome = ingest_folder(client, settings.index.name, folder)
     dead = outcome.count(settings.index.dead_letter)
@@ -101,7 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if dead:
         console.print("dead letters keep their image and reason; `make replay` re-drives the retryable ones")
     run_examples(client, settings.index.name, image_files(folder)[0], console)
-    return 0
+    return EXIT_OK
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -114,7 +115,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     console.print(outcome.summary())
     for error in outcome.errors[:10]:
         err_console.print(f"  {error}", highlight=False)
-    return 1 if outcome.errors else 0
+    return EXIT_FAILED if outcome.errors else EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -150,20 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes (common.errors): 0 done, 1 ran and reports failures, 2 could not run (message on stderr)."""
     args = build_parser().parse_args(argv)
-    from bootstrap.opensearch_api import ClusterError
-    from common.model_facts import MissingArtifactError
-    from localstack.opensearch_dist import DistributionError
-    from localstack.opensearch_node import NodeError
-    from localstack.processes import StartupError
-
-    try:
-        return args.func(args)
-    except (ConfigError, ClusterError, DistributionError, NodeError, StartupError, MissingArtifactError) as exc:
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

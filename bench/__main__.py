@@ -20,8 +20,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bench import facts, images, memory, query, recall, report
-from bench.context import Context, StackDown, connect, create_index, delete_index, index_template_body
+from bench.context import Context, connect, create_index, delete_index, index_template_body
 from common.config import load_config
+from common.errors import run_command
 
 STAGES = ("ingest", "query", "recall", "bulk")
 console = Console()
@@ -138,11 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args = defaults(parse_args(argv))
     logging.basicConfig(level=logging.WARNING)
     settings = load_config()
-    try:
-        ctx = connect(settings)
-    except StackDown as exc:
-        console.print(f"[red]bench: {exc}[/red]")
-        return 2
+    ctx = connect(settings)  # StackDown: one line on stderr, exit 2 (common.errors)
     t0 = time.perf_counter()
     try:
         columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -159,4 +156,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_command(main))

@@ -14,10 +14,11 @@ from typing import Any
 import httpx
 
 from common.config import Settings
+from common.errors import VisualSearchError
 from common.model_facts import ClipFacts, MissingArtifactError, YoloFacts
 
 
-class StackDown(RuntimeError):
+class StackDown(VisualSearchError):
     """A service of the stack is not reachable; the message says which and how to start it."""
 
 

@@ -23,9 +23,10 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import NotFoundError, TransportError
 
 from common.config import OpenSearchSettings
+from common.errors import VisualSearchError
 
 
-class ClusterError(RuntimeError):
+class ClusterError(VisualSearchError):
     """OpenSearch refused a request or could not be reached; `status` is the HTTP status when there was one."""
 
     def __init__(self, message: str, status: int | None = None) -> None:

@@ -15,11 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from common.errors import VisualSearchError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "visual-search.yaml"
 
 
-class ConfigError(RuntimeError):
+class ConfigError(VisualSearchError):
     """A config file or key that cannot be used; the message names the file and the key."""
 
 

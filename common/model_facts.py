@@ -12,10 +12,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from common.errors import VisualSearchError
+
 METADATA_FILE = "metadata.json"
 
 
-class MissingArtifactError(FileNotFoundError):
+class MissingArtifactError(VisualSearchError, FileNotFoundError):
     """An exported model or its metadata is not where the config says; tells how to produce it."""
 
 

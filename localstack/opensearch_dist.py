@@ -31,13 +31,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from localstack.processes import LocalStackError
+
 DEFAULT_VERSION = "2.19.1"
 MARKER = ".visual-search-ready"
 # Pinned so the build does not depend on Maven's (old) default plugin version.
 DEPENDENCY_PLUGIN = "3.6.1"
 
 
-class DistributionError(RuntimeError):
+class DistributionError(LocalStackError):
     """The OpenSearch build could not be assembled; the message names the step and what failed."""
 
 
@@ -405,13 +407,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_config()
     cache = Path(args[0]) if args else settings.cache
     version = args[1] if len(args) > 1 else settings.opensearch.version
-    try:
-        print(ensure_distribution(cache, version))
-    except DistributionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    print(ensure_distribution(cache, version))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from common.errors import run_command
+
+    raise SystemExit(run_command(main))

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from localstack.opensearch_dist import find_java_home
-from localstack.processes import log_tail, port_open
+from localstack.processes import LocalStackError, log_tail, port_open
 
 # OpenSearch refuses to start as root, and it learns the uid through JNA only: with JNA's native
 # library made unloadable, the check is skipped (with a warning). CI and these dev machines run
@@ -30,7 +30,7 @@ from localstack.processes import log_tail, port_open
 _NO_JNA = "-Djna.nosys=true\n-Djna.noclasspath=true\n-Djna.boot.library.path=/nonexistent\n"
 
 
-class NodeError(RuntimeError):
+class NodeError(LocalStackError):
     """The node did not come up (or not in time); the message carries the tail of its logs."""
 
 

@@ -10,8 +10,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common.errors import VisualSearchError
 
-class StartupError(RuntimeError):
+
+class LocalStackError(VisualSearchError):
+    """The local stack could not be built, started or stopped."""
+
+
+class StartupError(LocalStackError):
     """A server did not come up; the message carries the tail of its log."""
 
 

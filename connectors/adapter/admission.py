@@ -13,8 +13,10 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from connectors.adapter.errors import AdapterError
 
-class Busy(Exception):
+
+class Busy(AdapterError):
     """No room now; the caller should retry after `retry_after_s`."""
 
     def __init__(self, reason: str, retry_after_s: float) -> None:

@@ -35,12 +35,14 @@ from typing import Any
 import httpcore
 import httpx
 
+from connectors.adapter.errors import AdapterError
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str], Awaitable[Iterable[str | IPAddress]]]
 """Maps a hostname to its addresses; raises socket.gaierror when it has none. Injectable for tests."""
 
 
-class FetchError(Exception):
+class FetchError(AdapterError):
     """Base of both fetch failures; `retryable` tells the failure contract which one it is."""
 
     retryable: bool = False

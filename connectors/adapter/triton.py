@@ -16,17 +16,18 @@ from common.contract import (
     IMAGE_ERROR_CODES,
 )
 from common.triton_io import model_parameters
+from connectors.adapter.errors import AdapterError
 
 # A request Triton has not answered in this long is abandoned (and reported transient, so it is retried).
 INFER_TIMEOUT_S = 300.0
 
 
-class TritonUnavailable(RuntimeError):
+class TritonUnavailable(AdapterError):
     """Triton could not be reached, is not ready, timed out, or failed for a reason that is not the input's:
     transient, worth retrying."""
 
 
-class InferenceFailed(ValueError):
+class InferenceFailed(AdapterError, ValueError):
     """Triton refused this input (an image the preprocessing cannot use): permanent for this input."""
 
 

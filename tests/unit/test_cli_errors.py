@@ -1,4 +1,4 @@
-"""Every way the admin CLI can fail ends in one clear line and exit code 2, never a traceback."""
+"""Every way the admin CLI can fail ends in one clear line on stderr and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -18,11 +18,15 @@ def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def assert_clear_failure(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit code 2, one `error:` line on stderr naming what and where, nothing of it on stdout."""
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "Traceback" not in output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "error" not in result.stdout.lower(), result.stdout
     for needle in needles:
-        assert needle in output, output
+        assert needle in errors[0], errors[0]
 
 
 def test_unreachable_opensearch(tmp_path):
