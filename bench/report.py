@@ -181,15 +181,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def rerender(json_path: Path) -> Path:
-    """Rewrites the markdown of a stored result (e.g. after the table layout changed); figures untouched."""
-    results = json.loads(json_path.read_text())
-    results["targets"] = targets(results)
-    md_path = json_path.with_suffix(".md")
-    md_path.write_text(markdown(results))
-    return md_path
-
-
 def write(results: dict[str, Any], out_dir: Path = RESULTS) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = results["timestamp"].replace(":", "").replace("-", "")

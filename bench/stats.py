@@ -26,7 +26,3 @@ def ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 3) if denominator else float("nan")
 
 
-def spread(values: Sequence[float], digits: int = 2) -> str:
-    """`p50 (min–max)` for tables."""
-    s = summary(values, digits)
-    return f"{s['p50']} ({s['min']}–{s['max']})" if s["n"] else "—"

@@ -1,4 +1,5 @@
-"""Ultralytics never reaches the network nor installs packages (issue 3, item 2).
+"""Ultralytics never reaches the network nor installs packages: these machines reach only package
+registries, and a hidden download would hang the export.
 
 A fresh Python process (ultralytics' import-time probes only run once per process) blocks and records every
 IPv4/IPv6 connect, DNS lookup and subprocess, then goes through `export.ultralytics_offline`: import,

@@ -1,4 +1,4 @@
-"""Parity: the exported ONNX encoders compute what open_clip's PyTorch computes (issue 3, DESIGN.md §7/§8).
+"""Parity: the exported ONNX encoders compute what open_clip's PyTorch computes (DESIGN.md §7/§8).
 
 Runs for the default S2 (through `ensure_clip`, so the repo cache is filled and reused) and for S3, the
 cheapest 768-d variant (exported into a temporary folder). Offline both carry seeded random weights, so

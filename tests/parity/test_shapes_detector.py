@@ -1,4 +1,4 @@
-"""The bundled shapes detector actually detects (issue 3, item 5): precision and recall ≥ 0.9 at IoU 0.5.
+"""The bundled shapes detector actually detects: precision and recall ≥ 0.9 at IoU 0.5.
 
 Fresh images from the generator with a seed the training never saw, 320..1280 px, run through the exported
 ONNX model the way the server runs it (letterboxed to 640), boxes mapped back to original pixels.

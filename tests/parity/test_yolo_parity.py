@@ -1,4 +1,4 @@
-"""Parity: the YOLO ONNX model (NMS inside) finds what ultralytics' own PyTorch `predict` finds (issue 3).
+"""Parity: the YOLO ONNX model (NMS inside) finds what ultralytics' own PyTorch `predict` finds.
 
 Both run the bundled shapes detector (so there are real detections) with the same thresholds. The ONNX model
 is fed by the independent letterbox in `tests/reference_yolo.py`; its boxes are mapped back to original pixels
