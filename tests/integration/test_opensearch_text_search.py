@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bootstrap.reconcile import Reconciler
-from tests.integration.test_text_path import CAPTIONS
+from tests.captions import CAPTIONS
 from tests.triton_calls import embed_texts
 
 pytestmark = pytest.mark.integration

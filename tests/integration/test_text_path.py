@@ -7,17 +7,10 @@ import open_clip
 import pytest
 import torch
 
+from tests.captions import CAPTIONS
 from tests.triton_calls import embed_texts, tokenize
 
 pytestmark = pytest.mark.integration
-
-CAPTIONS = [
-    "a red circle on a white background", "two blue squares", "a green triangle in the grass",
-    "a yellow star at night", "an orange cross on a wall", "a purple car on a highway",
-    "a dog running on the beach", "a cat sleeping on a sofa", "a bowl of fruit on a table",
-    "a snowy mountain under a clear sky", "a city street in the rain", "a plate of pasta",
-]
-
 
 def tokenizer_corpus() -> list[str]:
     """A few hundred strings that stress the BPE: unicode, punctuation, empty and over-long text."""

@@ -38,7 +38,3 @@ def test_private_and_loopback_urls_are_refused(url):
 def test_non_http_schemes_are_refused(url):
     with pytest.raises(FetchRefused, match="http"):
         asyncio.run(check_url(url, allow_private=False))
-
-
-def test_private_urls_allowed_when_configured():
-    asyncio.run(check_url("http://127.0.0.1/a.jpg", allow_private=True))
