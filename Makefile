@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --progress-bar on -e ".[export,dev]"
+	$(PY) -m pip install --progress-bar on -e ".[all,dev]"
 	@touch $(STAMP)
 
 venv: $(STAMP)
