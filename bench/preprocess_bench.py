@@ -1,4 +1,4 @@
-"""Throughput of the CPU preprocessing wrapper (`export.dali_preprocess.DaliPreprocessor`) on 640x480 JPEGs.
+"""Throughput of the CPU preprocessing wrapper (`preprocess.runtime.DaliPreprocessor`) on 640x480 JPEGs.
 
     python bench/preprocess_bench.py [--images 64] [--batch 16] [--threads 2] [--rounds 5] [--json out.json]
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from export.dali_preprocess import DaliPreprocessor
+    from preprocess.runtime import DaliPreprocessor
 
     images = make_jpegs(args.images)
     # MobileCLIP2-S2-like constants (the bench needs no exported model; speed does not depend on them).

@@ -1,7 +1,7 @@
-"""An independent reference for `export/dali_preprocess.py`, written with Pillow, OpenCV and NumPy.
+"""An independent reference for `preprocess/graph.py`, written with Pillow, OpenCV and NumPy.
 
 * decode: Pillow, ``ImageOps.exif_transpose`` (EXIF orientation applied), ``convert("RGB")`` (the alpha
-  channel is dropped, not composited: the policy documented in ``export/dali_preprocess.py``);
+  channel is dropped, not composited: the policy documented in ``preprocess/validate.py``);
 * YOLO branch: ultralytics' ``LetterBox`` geometry (auto=False, scaleup=True, center=True) written out here:
   r = min(S/h, S/w), new size = max(round(w*r), 1) x max(round(h*r), 1) with Python's round, cv2.resize
   INTER_LINEAR, cv2.copyMakeBorder with top = round(dh - 0.1), left = round(dw - 0.1), then ÷255 and CHW;

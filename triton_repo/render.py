@@ -161,7 +161,7 @@ def _write_dali(version: Path, clip: ClipFacts, yolo: YoloFacts, batch_size: int
     a `model.dali` serialized by this venv's DALI may not load in the DALI of the Triton image. `serialize`
     writes model.dali here (where CUDA and the same DALI version are at hand), falling back to the definition.
     """
-    from export.dali_preprocess import GpuSerializationError, serialize_gpu, write_autoserialize_model
+    from export.dali_serialize import GpuSerializationError, serialize_gpu, write_autoserialize_model
 
     if serialize:
         try:

@@ -158,14 +158,15 @@ def test_2_every_import_of_the_gpu_python_models_is_in_the_image(gpu_setup, comp
     """Loads and runs every python model of the rendered gpu repository (and the DALI autoserialize file) with
     an import guard: each import made by this repository's code, at load or at request time, must be the
     standard library, what NVIDIA's image has (numpy, the python backend, DALI via PYTHONPATH), what the compose
-    build installs, or this repository (on PYTHONPATH). torch and open_clip were missing before."""
-    allowed = set(sys.stdlib_module_names) | {"triton_python_backend_utils", "numpy", "nvidia", "common", "export",
-                                               "triton_repo"} | pip_installed_modules(compose)
+    build installs, or this repository's serving packages (on PYTHONPATH; never the offline `export/`). torch and
+    open_clip were missing before."""
+    allowed = set(sys.stdlib_module_names) | {"triton_python_backend_utils", "numpy", "nvidia", "common",
+                                               "preprocess", "triton_repo"} | pip_installed_modules(compose)
     assert {"torch", "open_clip", "PIL"} <= allowed
     repo = gpu_setup["gpu"]
     script = tmp_path / "run_models.py"
     script.write_text(IMPORT_GUARD + RUN_MODELS)
-    guarded = [ROOT / "triton_repo", ROOT / "export", ROOT / "common", repo]  # not tests/: the stand-ins live there
+    guarded = [ROOT / "triton_repo", ROOT / "preprocess", ROOT / "common", repo]  # not tests/: the stand-ins live there
     done = subprocess.run([sys.executable, str(script), json.dumps([str(p) for p in guarded]),
                            json.dumps(sorted(allowed)), str(repo), str(Path(__file__).resolve())], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -238,7 +239,7 @@ def test_4_pythonpath_keeps_the_dali_wheel(compose, gpu_setup, tmp_path):
     assert (version / "dali.py").is_file() and not (version / "model.dali").exists()
     definition = (version / "dali.py").read_text()
     assert "from nvidia.dali.plugin.triton import autoserialize" in definition  # the image's DALI wheel
-    assert "from export.dali_preprocess import" in definition  # this checkout, at /workspace
+    assert "from preprocess.graph import" in definition  # this checkout, at /workspace
     assert f"batch_size={gpu_setup['settings'].triton.max_batch_size}" in definition
     triton = compose["services"]["triton"]
     assert "PYTHONPATH" not in (triton.get("environment") or {})
@@ -670,9 +671,10 @@ def test_gpu_ensembles_validate_each_image_before_the_dali_decoder(gpu_setup):
 def test_validate_image_gives_the_cpu_verdicts_and_the_same_pixels():
     """Every bad kind is refused with the code the cpu preprocess gives it; every good kind is admitted as bytes
     that the (same-definition) DALI pipeline turns into exactly what the original bytes give on the cpu profile."""
-    from export.dali_preprocess import OUTPUT_NAMES, DaliPreprocessor, PreprocessError
+    from preprocess.graph import OUTPUT_NAMES
+    from preprocess.runtime import DaliPreprocessor
+    from preprocess.validate import ImageGate, PreprocessError
     from tests import image_kinds
-    from triton_repo.runtime.validate import ImageGate
 
     gate = ImageGate(max_pixels=40_000_000)
     for name, (make, code) in image_kinds.BAD_KINDS.items():

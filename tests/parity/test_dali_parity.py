@@ -1,8 +1,8 @@
-"""DALI CPU preprocessing (`export/dali_preprocess.py`) vs an independent Pillow/OpenCV/open_clip reference.
+"""DALI CPU preprocessing (`preprocess/`) vs an independent Pillow/OpenCV/open_clip reference.
 
 Every image kind of `tests/image_kinds.py`, for two real MobileCLIP2 preprocessing configurations read from
 open_clip's pretrained configs (S2: mean 0 / std 1; S3: OpenAI mean/std; both bilinear, 256 px) plus a
-bicubic 224 px one (ClipFacts allows bicubic). Bounds (issue 3): max abs diff <= 0.01 per pixel on the ÷255
+bicubic 224 px one (ClipFacts allows bicubic). Bounds: max abs diff <= 0.01 per pixel on the ÷255
 scale, for `yolo_input` and for `clip_input` after undoing mean/std; geometry outputs equal the reference's.
 The measured maxima are printed per kind (visible without -s).
 """
@@ -15,18 +15,10 @@ import io
 import numpy as np
 import pytest
 
-from export.dali_preprocess import (
-    ERROR_CODES,
-    OUTPUT_NAMES,
-    DaliPreprocessor,
-    GpuSerializationError,
-    PreprocessError,
-    PreprocessResult,
-    PreprocessSpec,
-    pipeline_definition,
-    serialize_gpu,
-    write_autoserialize_model,
-)
+from export.dali_serialize import GpuSerializationError, serialize_gpu, write_autoserialize_model
+from preprocess.graph import OUTPUT_NAMES, PreprocessSpec, pipeline_definition
+from preprocess.runtime import DaliPreprocessor, PreprocessResult
+from preprocess.validate import ERROR_CODES, PreprocessError
 from tests import image_kinds as kinds
 from tests import reference_preprocess as ref
 

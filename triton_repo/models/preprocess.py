@@ -8,7 +8,8 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from export.dali_preprocess import DaliPreprocessor, PreprocessError
+from preprocess.runtime import DaliPreprocessor
+from preprocess.validate import PreprocessError
 from triton_repo.runtime.params import model_config, parameters
 
 OUTPUTS = ("yolo_input", "clip_input", "image_size", "letterbox", "decoded_image")

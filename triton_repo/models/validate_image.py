@@ -1,4 +1,4 @@
-"""gpu profile: per-item validation in front of the dali preprocess (logic in triton_repo/runtime/validate.py).
+"""gpu profile: per-item validation in front of the dali preprocess (logic in preprocess/validate.py).
 
 A refused image fails only its own request, with the cpu preprocess's error text ("<code>: <why>"); the dali
 backend downstream then only ever sees images it can decode.
@@ -6,9 +6,8 @@ backend downstream then only ever sees images it can decode.
 
 import triton_python_backend_utils as pb_utils
 
-from export.dali_preprocess import PreprocessError
+from preprocess.validate import ImageGate, PreprocessError, admit_rows
 from triton_repo.runtime.params import model_config, parameters
-from triton_repo.runtime.validate import ImageGate, admit_rows
 
 
 class TritonPythonModel:
