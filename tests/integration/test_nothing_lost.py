@@ -95,6 +95,8 @@ def test_a_bulk_fifteen_times_the_pool_loses_nothing(cluster, stack_settings, cl
     response = plain_bulk(os_client, s.index.name, docs)
     assert not response["errors"]
     first = account(os_client, s, docs)
+    print(f"\npool of 4, one _bulk of 60: {len(first['indexed'])} indexed, {len(first['retryable'])} dead-lettered "
+          "as retryable with their image")
     assert not first["lost"] and not first["permanent"] and not first["both"], first
     assert len(first["indexed"]) + len(first["retryable"]) == 60
     assert first["retryable"], "with 4 connections for 60 calls some should have timed out waiting for one"
@@ -139,6 +141,8 @@ def test_triton_killed_mid_bulk_loses_nothing_and_blames_no_image(os_client, sta
     busy_before = busy_answers(adapter_process.url)
     response = _kill_mid_bulk(os_client, stack_settings, adapter_process.url, docs, kill, triton_server.start, 3)
     assert not response["errors"], response
+    print(f"\nTriton killed mid-bulk: { {k: len(v) for k, v in account(os_client, stack_settings, docs).items()} }, "
+          f"busy answers {busy_answers(adapter_process.url) - busy_before:.0f}")
     # while Triton was down the adapter answered "busy, retry" (ML Commons retried) instead of "bad image"
     assert busy_answers(adapter_process.url) > busy_before
     where = account(os_client, stack_settings, docs)
@@ -154,6 +158,7 @@ def test_adapter_killed_mid_bulk_loses_nothing_and_blames_no_image(os_client, st
     response = _kill_mid_bulk(os_client, stack_settings, adapter_process.url, docs, adapter_process.kill,
                               adapter_process.start, 3)
     assert not response["errors"], response
+    print(f"\nadapter killed mid-bulk: { {k: len(v) for k, v in account(os_client, stack_settings, docs).items()} }")
     where = account(os_client, stack_settings, docs)
     assert not where["lost"] and not where["both"], where
     assert not where["permanent"], f"an outage was reported as a bad image: {where['permanent']}"
