@@ -182,7 +182,8 @@ def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start,
       resampling of a ones mask, i.e. the sum of the in-image weights: the renormalized, truncated kernel;
     * output pixel j of the pass is pixel ``out_start + j`` of the full-size resize (scale = in/out size),
       so the centre crop is folded into the ROI and only the kept pixels are computed;
-    * round (half up) and saturate to uint8 after the pass, like Pillow's 8-bit passes.
+    * round (half up, explicitly, so the CPU and GPU casts agree) and saturate to uint8 after the pass, like
+      Pillow's 8-bit passes.
 
     ``in_len``/``other_len``/``out_start`` are INT64 DataNodes on the CPU, ``scale`` a FLOAT64 DataNode.
     """
@@ -223,7 +224,9 @@ def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start,
     common = {"interp_type": interp, "antialias": True, "dtype": f32, "subpixel_scale": False}
     weighted = fn.resize(padded, size=size, **roi, **common)
     weights = fn.resize(mask, size=mask_size, roi_start=roi["roi_start"], roi_end=mask_roi_end, **common)
-    return fn.cast(weighted / weights, dtype=types.UINT8)  # rounds half up and saturates, like Pillow
+    # Pillow rounds half up. DALI's CPU cast does too, its GPU cast may round half to even: rounding explicitly
+    # (floor(x + 0.5), then an exact cast that only saturates) gives the same pixels on both devices.
+    return fn.cast(dmath.floor(weighted / weights + 0.5), dtype=types.UINT8)
 
 
 def _half_even_half(d):
