@@ -82,6 +82,8 @@ class AdapterSettings(_Section):
     # (ML Commons waits and retries: a restart is absorbed); after it, as a plain 503 (documents go to the
     # dead letter with their image at once instead of holding the bulk).
     unavailable_retry_s: float = Field(120, ge=0)
+    # query embeddings kept for repeated queries (0 turns the cache off); about 4 × dimension bytes each
+    embed_cache_entries: int = Field(10_000, ge=0)
 
     @property
     def url(self) -> str:
@@ -183,7 +185,7 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):  # type: ignore[override]
+                                   file_secret_settings):
         path = Path(os.environ.get("VS_CONFIG", DEFAULT_CONFIG))
         return init_settings, env_settings, _YamlSource(settings_cls, path)
 

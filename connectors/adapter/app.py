@@ -13,7 +13,9 @@ import base64
 import binascii
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -24,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from common.config import Settings, load_config
 from common.contract import RETRYABLE_FIELD, THROTTLING_HEADER, THROTTLING_VALUE
 from connectors.adapter.admission import Admission, Busy, Outage
+from connectors.adapter.cache import EmbeddingCache
 from connectors.adapter.fetch import FetchRefused, FetchUnavailable, ImageFetcher
 from connectors.adapter.schemas import (
     AnalyzeRequest,
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.analyze_queue = Admission(a.analyze_concurrency, a.max_queue_wait_s, a.max_queued_bytes)
         app.state.embed_queue = Admission(a.analyze_concurrency * 2, a.max_queue_wait_s, a.max_queued_bytes)
         app.state.outage = Outage(a.unavailable_retry_s)
+        app.state.embed_cache = EmbeddingCache(a.embed_cache_entries, app.state.triton.identity)
         yield
         await app.state.fetcher.aclose()
         await app.state.triton.close()
@@ -107,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(TritonUnavailable)
     async def _unavailable(_: Request, exc: TritonUnavailable) -> JSONResponse:
         app.state.outage.failed()
+        app.state.embed_cache.expire_identity()  # the server that comes back may serve another model
         if app.state.outage.worth_retrying:
             return busy_response(f"triton unavailable, retry: {exc}", 5)
         return error_response(503, "triton_unavailable", str(exc), True)
@@ -147,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def queue() -> dict:
         """What waits where: for operators and the benchmarks (how deep the back-pressure goes)."""
         return {"analyze": app.state.analyze_queue.snapshot(), "embed": app.state.embed_queue.snapshot(),
+                "embed_cache": app.state.embed_cache.snapshot(),
                 "triton_unavailable_since": app.state.outage.since}
 
     @app.get("/metrics")
@@ -160,9 +166,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(400, "give `text` and/or `image` (base64)")
         triton: TritonModels = app.state.triton
         decoded = [decode_image(b64, a.max_image_bytes, f"image[{i}]") for i, b64 in enumerate(images)]
-        async with app.state.embed_queue.slot(sum(len(d) for d in decoded)):
-            vectors = [await triton.embed_text(t) for t in texts]
-            vectors += [await triton.embed_image(data) for data in decoded]
+        cache: EmbeddingCache = app.state.embed_cache
+
+        async def queued(nbytes: int, call: Callable[[], Awaitable[np.ndarray]]) -> np.ndarray:
+            async with app.state.embed_queue.slot(nbytes):
+                return await call()
+
+        vectors = [await cache.get_or_compute("text", t.encode(), partial(queued, 0, partial(triton.embed_text, t)))
+                   for t in texts]
+        vectors += [await cache.get_or_compute("image", d, partial(queued, len(d), partial(triton.embed_image, d)))
+                    for d in decoded]
         app.state.outage.recovered()
         first = _normalize(np.mean(vectors, axis=0)) if texts and images else vectors[0]
         return EmbedResponse(embedding=first.tolist(), embeddings=[v.tolist() for v in vectors],

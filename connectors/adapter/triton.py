@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -57,6 +59,11 @@ class TritonModels:
         """The provenance the templates render into an ensemble's config (variant, weights, detector)."""
         config = await self.client.get_model_config(model, as_json=True)
         return model_parameters(config["config"])
+
+    async def identity(self) -> str:
+        """Which models serve embeddings now (variant, weights, export time): the query cache's key prefix."""
+        parts = [await self.parameters(model) for model in (EMBED_TEXT_MODEL, EMBED_IMAGE_MODEL)]
+        return json.dumps(parts, sort_keys=True)
 
     async def _infer(self, model: str, inputs: list[grpcclient.InferInput], outputs: list[str]):
         try:
