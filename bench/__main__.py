@@ -1,9 +1,9 @@
 """`python -m bench [--quick]`: every figure side by side, in one run, against the running stack (`make up`).
 
 Stages (all by default, `--only` picks some): ingest (OpenSearch vs Triton vs naive PyTorch), bulk (one `_bulk`
-of every image vs streaming), query (neural vs embed + knn), recall (Lucene HNSW vs exact), memory (sampled while
-ingest and query run). Results go to bench/results/<timestamp>.json and .md, and bench/results/latest.md. The bench
-indices are deleted at the end.
+of every image vs streaming), cache (repeated vs cold queries), query (neural vs embed + knn), recall (Lucene
+HNSW vs exact), memory (sampled while ingest and query run). Results go to bench/results/<timestamp>.json and
+.md, and bench/results/latest.md. The bench indices are deleted at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from rich.console import Console
@@ -24,7 +25,7 @@ from bench.context import Context, connect, create_index, delete_index, index_te
 from common.config import load_config
 from common.errors import run_command
 
-STAGES = ("ingest", "query", "recall", "bulk")
+STAGES = ("ingest", "query", "recall", "bulk", "cache")
 console = Console()
 
 
@@ -124,7 +125,12 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
         for count in args.recall_sizes:
             task = progress.add_task(f"recall {count // 1000}k: bulk load", total=count)
             results["recall"].append(recall.run_one(ctx, count, args.recall_queries, tag, args.force_merge,
-                                                    progress=lambda n, t=task: progress.advance(t, n)))
+                                                    progress=partial(progress.advance, task)))
+    if "cache" in args.only:
+        from bench import cache
+
+        task = progress.add_task("query cache", total=3)
+        results["cache"] = cache.run(ctx, ctx.settings.index.name, progress=lambda: progress.advance(task))
     if "bulk" in args.only:
         from bench import bigbulk
 

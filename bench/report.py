@@ -61,6 +61,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if configured:
             add(f"recall@10 ≥ 0.95, {run['vectors']} vectors, ef_search {run['index_ef_search']} (configured)",
                 configured["recall_at_10"], 0.95, True)
+    cached = results.get("cache")
+    if cached:
+        add("repeated text query through OpenSearch, p50 ms (query cache)", cached["repeated_ms"]["p50"], 12.0, False,
+            f"cold p50 {cached['cold_ms']['p50']} ms")
+        add("100-query mix, 80 % repeats, concurrency 8: queries/s", cached["mix"]["queries_per_s"], 200.0, True)
     bulk = results.get("bulk")
     if bulk:
         add("one _bulk of all images ≥ 0.9 × streaming images/s", bulk["one_bulk_x_streaming"], 0.9, True,
@@ -154,6 +159,19 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _table(["vectors", "dim", "query", "recall@10", "min", "p50 ms", "took p50", "segments",
                          "load docs/s"], rows)
 
+    cached = results.get("cache")
+    if cached:
+        c = cached["cache"]
+        lines += ["## Query cache (repeated queries through OpenSearch)", "",
+                  f"Cold = texts never sent before (cache misses); repeated = one text sent again. Cache: "
+                  f"{c.get('entries')} entries, {round((c.get('bytes') or 0) / 1024, 1)} KiB, {c.get('hits')} hits, "
+                  f"{c.get('misses')} misses.", ""]
+        rows = [[name, _s(cached[key]), _s(cached[key], "p95")] for name, key in
+                (("cold", "cold_ms"), ("repeated", "repeated_ms"))]
+        m = cached["mix"]
+        rows.append([f"mix ({m['queries']} queries, 80 % repeats, concurrency {m['concurrency']}): "
+                     f"{m['queries_per_s']} q/s", _s(m["latency_ms"]), _s(m["latency_ms"], "p95")])
+        lines += _table(["queries", "p50 ms", "p95 ms"], rows)
     bulk = results.get("bulk")
     if bulk:
         lines += ["## One `_bulk` of every image in one request, beside streaming", "",
