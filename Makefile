@@ -36,6 +36,7 @@ bootstrap: venv
 
 test: models opensearch
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q -rs --durations=15
 
 test-unit: venv
@@ -43,6 +44,7 @@ test-unit: venv
 
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: up
 	$(PY) -m bench

@@ -32,6 +32,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,7 @@ def build_yolo11(scale: str, torch, nc: int = 80):
     """YOLO11 (ultralytics' yolo11.yaml: C3k2, SPPF, C2PSA, decoupled DFL head) at scale n/s/m, written out here
     for machines without ultralytics. Same layer graph and channel rules; eval output [B, 4 + nc, anchors]
     (xywh in input pixels, class probabilities), like ultralytics' Detect."""
-    nn = torch.nn
+    from torch import Tensor, nn  # `torch.nn`, imported by name so that its classes can be subclassed
     depth, width, max_ch = {"n": (0.50, 0.25, 1024), "s": (0.50, 0.50, 1024), "m": (0.50, 1.00, 512)}[scale]
 
     def ch(c: int) -> int:
@@ -327,6 +328,8 @@ def build_yolo11(scale: str, torch, nc: int = 80):
             return self.cv2(torch.cat((a, self.m(b)), 1))
 
     class Detect(nn.Module):
+        proj: Tensor  # the buffer registered below
+
         def __init__(self, channels):
             super().__init__()
             self.reg_max, self.strides = 16, (8, 16, 32)
@@ -393,6 +396,14 @@ def build_yolo11(scale: str, torch, nc: int = 80):
 
 class Stages:
     """Everything one run measures, on `device` ("cuda", or "cpu" in the dry run)."""
+
+    # set by run()'s setup and models stages
+    nvjpeg: bool
+    encoder: Normalized
+    encoder_cpu: Normalized
+    yolo_kind: str  # "torch" or "onnx"
+    yolo: Any  # a torch module on the device, or an onnxruntime session
+    yolo_cpu: Any
 
     def __init__(self, args, torch, budget: Budget, result: dict) -> None:
         self.args, self.torch, self.budget, self.result = args, torch, budget, result
@@ -618,7 +629,10 @@ def run(args) -> tuple[dict, int]:
         result["used"]["crops"] = "triton_repo.runtime.crops.crops_batch (the served box_embedding code)"
 
     def decode_figures() -> None:
-        throughput["decode"] = {str(b): st.rate(lambda b=b: st.decode(_take(st.encoded, b)), b) for b in args.batches}
+        def decode_batch(b: int) -> list:
+            return st.decode(_take(st.encoded, b))
+
+        throughput["decode"] = {str(b): st.rate(partial(decode_batch, b), b) for b in args.batches}
         cpu = [_decode_cpu(e) for e in st.encoded[:4]]
         got = [im.cpu() for im in st.decode(st.encoded[:4])]
         diffs = [(g.int() - c.int()).abs() for g, c in zip(got, cpu, strict=True)]
@@ -630,7 +644,10 @@ def run(args) -> tuple[dict, int]:
     def encoder_figures() -> None:
         r = args.clip_size
         inputs = {b: torch.rand(b, 3, r, r, device=st.device) for b in args.batches}
-        throughput["image_encoder"] = {str(b): st.rate(lambda b=b: st.embed(inputs[b]), b) for b in args.batches}
+        def embed_batch(b: int) -> Any:
+            return st.embed(inputs[b])
+
+        throughput["image_encoder"] = {str(b): st.rate(partial(embed_batch, b), b) for b in args.batches}
         probe = torch.rand(4, 3, r, r, generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             want = st.encoder_cpu(probe).numpy()
@@ -643,8 +660,10 @@ def run(args) -> tuple[dict, int]:
     def detector_figures() -> None:
         s = args.yolo_size
         inputs = {b: torch.rand(b, 3, s, s, device=st.device) for b in args.batches}
-        throughput["detector_with_nms"] = {str(b): st.rate(lambda b=b: st.detect(inputs[b]), b)
-                                           for b in args.batches}
+        def detect_batch(b: int) -> list:
+            return st.detect(inputs[b])
+
+        throughput["detector_with_nms"] = {str(b): st.rate(partial(detect_batch, b), b) for b in args.batches}
         if st.yolo_kind != "torch":
             parity["detector_vs_cpu_fp32"] = "not compared: the ONNX graph is FP32 with NMS inside"
             return
@@ -674,9 +693,10 @@ def run(args) -> tuple[dict, int]:
         boxes = np.stack([x1, y1, x1 + rng.uniform(8, w * 0.3, 64), y1 + rng.uniform(8, h * 0.3, 64)], 1)
         boxes = boxes.astype(np.float32)
         args_ = (args.clip_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "bilinear")
-        throughput["crops_objects_per_s"] = {
-            str(b): st.rate(lambda b=b: crops_batch(image, boxes[: min(b, 64)], *args_, st.device), min(b, 64))
-            for b in args.batches}
+        def crops_of(b: int) -> Any:
+            return crops_batch(image, boxes[: min(b, 64)], *args_, st.device)
+
+        throughput["crops_objects_per_s"] = {str(b): st.rate(partial(crops_of, b), min(b, 64)) for b in args.batches}
         got = crops_batch(image, boxes[:16], *args_, st.device).cpu().numpy()
         want = crops_batch(image_cpu, boxes[:16], *args_, "cpu").numpy()
         diff = np.abs(got - want)
@@ -690,7 +710,7 @@ def run(args) -> tuple[dict, int]:
                 result["skipped"].append(f"end_to_end batch {b}: time budget")
                 continue
             batch = _take(st.encoded, b)
-            figures[str(b)] = st.rate(lambda batch=batch: st.end_to_end(batch), b)
+            figures[str(b)] = st.rate(partial(st.end_to_end, batch), b)
             objects[str(b)] = st.objects // max(b, 1)
         throughput["end_to_end"] = figures
         result["used"]["end_to_end"] = ("decode → letterbox + CLIP resize/crop on the device → detector + NMS → "

@@ -36,7 +36,7 @@ def image_set(count: int, seed: int = SEED) -> list[BenchImage]:
         if scene.height > scene.width:  # keep the scene's orientation
             width, height = height, width
         buf = io.BytesIO()
-        scene.convert("RGB").resize((width, height), Image.BILINEAR).save(buf, "JPEG", quality=90)
+        scene.convert("RGB").resize((width, height), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=90)
         data = buf.getvalue()
         out.append(BenchImage(f"bench-{seed}-{i}", data, width, height, base64.b64encode(data).decode()))
     return out

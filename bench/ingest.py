@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import httpx
@@ -178,14 +179,17 @@ def _aggregate(passes: list[PassResult], rounds: int, concurrencies: Sequence[in
     def peak(path: str, r: int) -> float:
         return max(rate[(path, c)][r] for c in concurrencies)
 
+    def over(values: list[float], path: str, c: int, r: int) -> float:
+        """values[r] as a multiple of (path, c)'s images/s in round r."""
+        return values[r] / rate[(path, c)][r]
+
     rows = []
     for (path, c), values in sorted(rate.items()):
         row: dict[str, Any] = {"path": path, "concurrency": c, "images_per_s": summary(values)}
         if path != "naive":
-            row["x_naive"] = summary(per_round(lambda r, v=values: v[r] / rate[("naive", 1)][r]), 3)
+            row["x_naive"] = summary(per_round(partial(over, values, "naive", 1)), 3)
         if path in ("opensearch", "triton_alt"):
-            row["x_triton_same_concurrency"] = summary(per_round(lambda r, v=values, c=c: v[r]
-                                                                 / rate[("triton", c)][r]), 3)
+            row["x_triton_same_concurrency"] = summary(per_round(partial(over, values, "triton", c)), 3)
         totals = [p for p in passes if p.path == path and p.concurrency == c]
         row["errors"] = sum(p.errors for p in totals)
         row["objects_per_image"] = round(sum(p.objects for p in totals) / max(sum(p.images for p in totals), 1), 2)
@@ -196,7 +200,7 @@ def _aggregate(passes: list[PassResult], rounds: int, concurrencies: Sequence[in
         "opensearch_peak_x_triton_peak": summary(per_round(lambda r: peak("opensearch", r) / peak("triton", r)), 3),
         "triton_peak_x_naive": summary(per_round(lambda r: peak("triton", r) / rate[("naive", 1)][r]), 3),
         "triton_c1_x_naive": summary(per_round(lambda r: rate[("triton", 1)][r] / rate[("naive", 1)][r]), 3),
-        "peak_images_per_s": {path: summary(per_round(lambda r, p=path: peak(p, r))) for path in paths},
+        "peak_images_per_s": {path: summary(per_round(partial(peak, path))) for path in paths},
     }
     if "triton_alt" in paths:
         out["triton_alt_peak_x_triton_peak"] = summary(per_round(lambda r: peak("triton_alt", r)

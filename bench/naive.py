@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -81,7 +82,9 @@ class NaivePipeline:
 
     @torch.no_grad()
     def _embed(self, image: Image.Image) -> np.ndarray:
-        return self.clip.encode_image(self.transform(image)[None], normalize=True)[0].numpy()
+        # open_clip is untyped and nn.Module types the method it does not declare as `Tensor | Module`
+        encode_image = cast(Callable[..., torch.Tensor], self.clip.encode_image)
+        return encode_image(self.transform(image)[None], normalize=True)[0].numpy()
 
     @torch.no_grad()
     def analyze(self, jpeg: bytes) -> Analysis:

@@ -14,11 +14,11 @@ import argparse
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import open_clip
@@ -76,7 +76,7 @@ def variant_facts(variant: str) -> dict[str, Any]:
     }
 
 
-def _square(size: int | tuple[int, int] | list[int], what: str) -> int:
+def _square(size: int | Sequence[int], what: str) -> int:
     if isinstance(size, int):
         return size
     if len(size) != 2 or size[0] != size[1]:
@@ -127,6 +127,30 @@ def load_clip(variant: str, weights: str | None, reparameterize: bool = True) ->
     return model, source
 
 
+# open_clip ships no type information, and nn.Module types whatever it does not declare (submodules, methods and
+# plain attributes of open_clip's CLIP / CustomTextCLIP alike) as `Tensor | Module`: these say what they are.
+
+
+def clip_visual(model: nn.Module) -> nn.Module:
+    """The image tower, `model.visual`."""
+    return cast(nn.Module, model.visual)
+
+
+def _visual_image_size(model: nn.Module) -> tuple[int, ...]:
+    """`model.visual.image_size` as a tuple (open_clip's towers keep it as (height, width))."""
+    return tuple(cast(Iterable[int], clip_visual(model).image_size))
+
+
+def encode_image(model: nn.Module, pixels: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    """`model.encode_image(pixels, normalize=normalize)`."""
+    return cast(Callable[..., torch.Tensor], model.encode_image)(pixels, normalize=normalize)
+
+
+def encode_text(model: nn.Module, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+    """`model.encode_text(tokens, normalize=normalize)`."""
+    return cast(Callable[..., torch.Tensor], model.encode_text)(tokens, normalize=normalize)
+
+
 def _calibrate_batchnorm(model: nn.Module, variant: str) -> None:
     """Sets the image tower's BatchNorm running stats from one seeded batch; the weights stay random.
 
@@ -136,10 +160,11 @@ def _calibrate_batchnorm(model: nn.Module, variant: str) -> None:
     sees (momentum None = plain average over the batch) keep the output input-dependent. ViT towers
     without BatchNorm are left alone.
     """
-    norms = [m for m in model.visual.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    visual = clip_visual(model)
+    norms = [m for m in visual.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return
-    pre, size = canonical_preprocess(variant), _square(tuple(model.visual.image_size), variant)
+    pre, size = canonical_preprocess(variant), _square(_visual_image_size(model), variant)
     mean, std = (torch.tensor(pre[k], dtype=torch.float32).view(1, 3, 1, 1) for k in ("mean", "std"))
     pixels = torch.rand(4, 3, size, size, generator=torch.Generator().manual_seed(RANDOM_SEED))
     momenta = [bn.momentum for bn in norms]
@@ -149,7 +174,7 @@ def _calibrate_batchnorm(model: nn.Module, variant: str) -> None:
         bn.momentum = None
         bn.train()  # only the norms: dropout / drop-path stay in eval mode
     with torch.no_grad():
-        model.visual((pixels - mean) / std)
+        visual((pixels - mean) / std)
     for bn, momentum in zip(norms, momenta, strict=True):
         bn.momentum = momentum
     model.eval()
@@ -162,21 +187,22 @@ def clip_facts(model: nn.Module, variant: str, source: str) -> dict[str, Any]:
     `model.visual.preprocess_cfg`; random init and bare checkpoint files use the variant's canonical one.
     """
     expected = variant_facts(variant)
+    context_length = cast(int, model.context_length)
     with torch.no_grad():
-        dim = model.encode_text(torch.zeros(1, model.context_length, dtype=torch.long)).shape[-1]
+        dim = encode_text(model, torch.zeros(1, context_length, dtype=torch.long)).shape[-1]
     facts = {
         "variant": variant,
         "embedding_dim": int(dim),
-        "image_size": _square(tuple(model.visual.image_size), variant),
-        "context_length": int(model.context_length),
-        "vocab_size": int(model.vocab_size),
+        "image_size": _square(_visual_image_size(model), variant),
+        "context_length": int(context_length),
+        "vocab_size": int(cast(int, model.vocab_size)),
     }
     misfit = {k: (v, expected[k]) for k, v in facts.items() if v != expected[k]}
     if misfit:
         raise ValueError(f"weights {source} do not fit {variant} (model, config): {misfit}")
     own_cfg = source.startswith("hub:") or (
         source.startswith("checkpoint:") and Path(source.removeprefix("checkpoint:")).is_dir())
-    pre = model.visual.preprocess_cfg if own_cfg else expected
+    pre = cast(dict[str, Any], clip_visual(model).preprocess_cfg) if own_cfg else expected
     facts.update(
         mean=tuple(float(v) for v in pre["mean"]), std=tuple(float(v) for v in pre["std"]),
         interpolation=pre["interpolation"], resize_mode=pre["resize_mode"],
@@ -192,7 +218,7 @@ class ImageEncoder(nn.Module):
         self.clip = clip
 
     def forward(self, clip_input: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_image(clip_input, normalize=True)
+        return encode_image(self.clip, clip_input, normalize=True)
 
 
 class TextEncoder(nn.Module):
@@ -203,7 +229,7 @@ class TextEncoder(nn.Module):
         self.clip = clip
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_text(tokens, normalize=True)
+        return encode_text(self.clip, tokens, normalize=True)
 
 
 @contextmanager

@@ -98,7 +98,7 @@ def _patch_module_constants() -> None:
     ul_checks.ONLINE = False
     ul_checks.AUTOINSTALL = False
     ul_utils.SETTINGS.update(_SETTINGS)
-    events = sys.modules.get("ultralytics.utils.events")
+    events: Any = sys.modules.get("ultralytics.utils.events")  # untyped like the rest of ultralytics
     if events is not None:
         events.ONLINE = False
         events.events.enabled = False

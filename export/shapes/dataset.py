@@ -74,7 +74,7 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
     else:  # smooth colour blotches: a few random colours on a coarse grid, upsampled
         gh, gw = int(rng.integers(2, 7)), int(rng.integers(2, 7))
         grid = (rng.random((gh, gw, 3)) * 255).astype(np.uint8)
-        img = np.asarray(Image.fromarray(grid).resize((width, height), Image.BICUBIC), dtype=np.float64)
+        img = np.asarray(Image.fromarray(grid).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float64)
     return np.clip(img, 0, 255)
 
 
@@ -109,16 +109,23 @@ def _overlaps(box: tuple[float, float, float, float], others: list[Box], margin:
     )
 
 
+def _rgb(colour: np.ndarray) -> tuple[int, int, int]:
+    r, g, b = (int(v) for v in colour)
+    return r, g, b
+
+
 def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> tuple[int, int, int]:
-    best, best_dist = None, -1.0
+    best: np.ndarray | None = None
+    best_dist = -1.0
     for _ in range(30):
         colour = _random_colour(rng)
         dist = float(np.linalg.norm(colour - under))
         if dist >= MIN_CONTRAST:
-            return tuple(int(v) for v in colour)
+            return _rgb(colour)
         if dist > best_dist:
             best, best_dist = colour, dist
-    return tuple(int(v) for v in best)
+    assert best is not None  # the first try already beats -1
+    return _rgb(best)
 
 
 def render(seed: int, index: int, size_scale: float = 1.0) -> tuple[Image.Image, list[Box]]:
