@@ -1,9 +1,19 @@
-"""Renders the desired OpenSearch resources from the config, the templates and the exported models' facts."""
+"""Renders the desired OpenSearch resources from the config, the templates and the exported models' facts.
+
+`desired_state` gathers them into one `Desired` value, the left-hand side of the reconciler's diff. Ids the
+cluster has not given yet (a model the same run creates) appear in it as `ref(kind, name)` placeholders that
+the apply replaces once the object exists.
+
+Every managed object says so in its description: `managed(settings)` names the marker and the deployment (the
+images index name), so a bootstrap prunes only objects of its own deployment that are no longer desired and never
+touches those of another deployment sharing the cluster (the tests run several side by side).
+"""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +26,7 @@ from common.model_facts import ClipFacts
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIRS = [ROOT / "connectors" / "templates", ROOT / "pipelines" / "templates"]
 MANAGED = "managed by visual-search bootstrap"
+_DEPLOYMENT = re.compile(re.escape(MANAGED) + r"(?: \[deployment: ([^\]]+)\])?")
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIRS), undefined=jinja2.StrictUndefined,
                           autoescape=False)
@@ -23,6 +34,25 @@ _env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATE_DIRS), undefin
 
 def render_json(template: str, **context: Any) -> dict:
     return json.loads(_env.get_template(template).render(**context))
+
+
+def managed(settings: Settings) -> str:
+    """The marker of a managed object, naming its deployment (objects of other deployments are never pruned)."""
+    return f"{MANAGED} [deployment: {settings.index.name}]"
+
+
+def deployment_of(description: str | None) -> str | None:
+    """The deployment a description's marker names; "" for a marker without one (written before deployments were
+    named: never pruned), None when the object is not managed at all."""
+    found = _DEPLOYMENT.search(description or "")
+    if found is None:
+        return None
+    return found.group(1) or ""
+
+
+def ref(kind: str, name: str) -> str:
+    """Stands for the id of an object the same apply creates; `apply` swaps in the real id."""
+    return f"<pending:{kind}:{name}>"
 
 
 def cluster_settings(settings: Settings) -> dict[str, Any]:
@@ -58,14 +88,15 @@ def client_config(settings: Settings) -> dict[str, Any]:
 def embed_connector(settings: Settings, clip: ClipFacts) -> dict:
     return render_json(
         "mobileclip-embed.json.j2", name=settings.ml_commons.embed_model,
-        description=f"{clip.variant} text/image embeddings ({clip.embedding_dim}-d) via the adapter; {MANAGED}",
+        description=f"{clip.variant} text/image embeddings ({clip.embedding_dim}-d) via the adapter; "
+                    f"{managed(settings)}",
         adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings))
 
 
 def analyze_connector(settings: Settings, clip: ClipFacts) -> dict:
     return render_json(
         "visual-analyze.json.j2", name=settings.ml_commons.analyze_model,
-        description=f"image → {clip.variant} embedding + detected objects via the adapter; {MANAGED}",
+        description=f"image → {clip.variant} embedding + detected objects via the adapter; {managed(settings)}",
         adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings))
 
 
@@ -79,20 +110,88 @@ def ingest_pipeline(settings: Settings, analyze_model_id: str) -> dict:
                        dead_letter=settings.index.dead_letter, max_image_bytes=settings.adapter.max_image_bytes,
                        max_image_chars=base64_chars(settings.adapter.max_image_bytes),
                        keep_image_chars=base64_chars(settings.index.dead_letter_max_image_bytes),
-                       description=f"server-side image analysis for {settings.index.name}; {MANAGED}")
+                       description=f"server-side image analysis for {settings.index.name}; {managed(settings)}")
 
 
 def dead_letter_index_template(settings: Settings) -> dict:
     return render_json("dead-letter-index-template.json.j2", index=settings.index,
-                       description=f"documents {settings.index.ingest_pipeline} could not analyze; {MANAGED}")
+                       description=f"documents {settings.index.ingest_pipeline} could not analyze; "
+                                   f"{managed(settings)}")
 
 
 def search_pipeline(settings: Settings, embed_model_id: str) -> dict:
     return render_json("search-pipeline.json.j2", embed_model_id=embed_model_id, index=settings.index,
-                       description=f"neural defaults for {settings.index.name}; {MANAGED}")
+                       description=f"neural defaults for {settings.index.name}; {managed(settings)}")
 
 
 def images_index_template(settings: Settings, clip: ClipFacts, ingest_pipeline: str | None) -> dict:
     return render_json("images-index-template.json.j2", index=settings.index, dimension=clip.embedding_dim,
                        ingest_pipeline=ingest_pipeline, c=contract,
-                       description=f"{clip.variant} vectors; {MANAGED}")
+                       description=f"{clip.variant} vectors; {managed(settings)}")
+
+
+# --- the whole desired state, the left-hand side of the diff ---------------------------------------------------
+@dataclass(frozen=True)
+class DesiredModel:
+    name: str
+    description: str
+    connector: str  # the name of its connector (the same as the model's)
+
+
+@dataclass(frozen=True)
+class DesiredIndex:
+    """An index under a stable name, created from `template` (rendered body of the index template `name`).
+
+    `reanalyze`: its documents are the ingest pipeline's output, so a replacement must send them through
+    `pipeline` again (new vectors) rather than copy them.
+    """
+
+    name: str
+    template: dict
+    reanalyze: bool = False
+    pipeline: str | None = None
+    dimension: int | None = None  # of its vector fields: what a re-analysis must produce
+    dead_letter: str | None = None  # where the pipeline sends documents it cannot analyze
+
+
+@dataclass(frozen=True)
+class Desired:
+    deployment: str
+    cluster_settings: dict[str, Any]
+    model_group: str
+    model_group_description: str
+    connectors: tuple[dict, ...]
+    models: tuple[DesiredModel, ...]
+    ingest_pipelines: dict[str, dict]  # name → body; model ids as `ref` placeholders
+    search_pipelines: dict[str, dict]
+    index_templates: dict[str, dict]
+    indices: tuple[DesiredIndex, ...]  # each has the index template of the same name
+
+
+def embed_model_description(settings: Settings, clip: ClipFacts) -> str:
+    return f"{clip.variant} embeddings (text or image); {managed(settings)}"
+
+
+def analyze_model_description(settings: Settings, clip: ClipFacts) -> str:
+    return f"{clip.variant} + detector image analysis; {managed(settings)}"
+
+
+def desired_state(settings: Settings, clip: ClipFacts) -> Desired:
+    mlc, index = settings.ml_commons, settings.index
+    images = images_index_template(settings, clip, ingest_pipeline=index.ingest_pipeline)
+    dead_letter = dead_letter_index_template(settings)
+    return Desired(
+        deployment=index.name,
+        cluster_settings=cluster_settings(settings),
+        model_group=mlc.model_group,
+        model_group_description=managed(settings),
+        connectors=(embed_connector(settings, clip), analyze_connector(settings, clip)),
+        models=(DesiredModel(mlc.embed_model, embed_model_description(settings, clip), mlc.embed_model),
+                DesiredModel(mlc.analyze_model, analyze_model_description(settings, clip), mlc.analyze_model)),
+        ingest_pipelines={index.ingest_pipeline: ingest_pipeline(settings, ref("model", mlc.analyze_model))},
+        search_pipelines={index.search_pipeline: search_pipeline(settings, ref("model", mlc.embed_model))},
+        index_templates={index.dead_letter: dead_letter, index.name: images},
+        indices=(DesiredIndex(index.dead_letter, dead_letter),
+                 DesiredIndex(index.name, images, reanalyze=True, pipeline=index.ingest_pipeline,
+                              dimension=clip.embedding_dim, dead_letter=index.dead_letter)),
+    )

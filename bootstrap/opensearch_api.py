@@ -14,6 +14,7 @@ never doubled; transient refusals are retried with backoff, a bounded number of 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -419,11 +420,149 @@ class Cluster:
     def index_exists(self, name: str) -> bool:
         return bool(self.client.indices.exists(index=name))
 
-    def create_index(self, name: str) -> None:
-        self.request("PUT", f"/{name}")
+    def create_index(self, name: str, body: dict | None = None) -> None:
+        self.request("PUT", f"/{name}", body)
 
     def index_settings(self, name: str) -> dict:
+        """Flat settings of a concrete index (`index.knn`, `index.default_pipeline`, ...), values as strings."""
         return self.request("GET", f"/{name}/_settings", params={"flat_settings": "true"})[name]["settings"]
 
     def put_index_settings(self, name: str, values: dict) -> None:
         self.request("PUT", f"/{name}/_settings", values)
+
+    # --- reading everything at once (the reconciler's `observe`) -----------------------------------------
+    def search_ml_all(self, kind: str, size: int = 1000) -> list[dict]:
+        """Every object of `kind` (`model_groups`, `connectors`, `models`), oldest first: the reconciler finds its
+        own by name and the managed ones no longer desired by their description. Model chunks are left out."""
+        must_not = [{"exists": {"field": "chunk_number"}}] if kind == "models" else []
+        body = {"query": {"bool": {"must_not": must_not}}, "size": size,
+                "sort": [{"created_time": {"order": "asc", "unmapped_type": "long"}}]}
+        try:
+            found = self.request("POST", f"/_plugins/_ml/{kind}/_search", body)
+        except ClusterError as exc:
+            if "index_not_found" in str(exc) or exc.status == 404:
+                return []  # ML Commons creates its system indices lazily
+            raise
+        return [{"id": h["_id"], **h["_source"]} for h in found.get("hits", {}).get("hits", [])]
+
+    def get_connector(self, connector_id: str) -> dict:
+        """Read by id: real time, where a search may lag an update made a moment ago."""
+        return {"id": connector_id, **self.request("GET", f"/_plugins/_ml/connectors/{connector_id}")}
+
+    def get_model(self, model_id: str) -> dict:
+        return {"id": model_id, **self.request("GET", f"/_plugins/_ml/models/{model_id}")}
+
+    def ingest_pipelines(self) -> dict[str, dict]:
+        return self.get_or_none("/_ingest/pipeline") or {}  # 404 when there is none at all
+
+    def search_pipelines(self) -> dict[str, dict]:
+        return self.get_or_none("/_search/pipeline") or {}
+
+    def index_templates(self) -> dict[str, dict]:
+        found = self.get_or_none("/_index_template") or {}
+        return {t["name"]: t["index_template"] for t in found.get("index_templates", [])}
+
+    def resolve_index(self, name: str) -> tuple[str, bool] | None:
+        """(the concrete index, whether `name` is an alias of it), or None when nothing has that name.
+
+        An alias that points at several indices is refused: writes through it would fail, and which one holds the
+        mapping to compare would be a guess.
+        """
+        rows = self.request("GET", f"/_cat/aliases/{name}", params={"format": "json", "h": "alias,index"})
+        aliased = sorted({row["index"] for row in rows if row.get("alias") == name})
+        if aliased:
+            if len(aliased) != 1:
+                raise ClusterError(f"alias {name} points at {len(aliased)} indices ({', '.join(aliased)}); "
+                                   "the bootstrap manages an alias of exactly one index")
+            return aliased[0], True
+        return (name, False) if self.index_exists(name) else None
+
+    def index_mapping(self, index: str) -> dict:
+        return self.request("GET", f"/{index}/_mapping")[index]["mappings"]
+
+    def index_names(self, pattern: str) -> list[str]:
+        """Names of the open indices matching a wildcard pattern ([] when none)."""
+        found = self.request("GET", f"/_cat/indices/{pattern}", params={"format": "json", "h": "index"})
+        return sorted(row["index"] for row in found)
+
+    def count(self, index: str, query: dict | None = None) -> int:
+        return int(self.request("POST", f"/{index}/_count", {"query": query} if query else None)["count"])
+
+    # --- deleting (the reconciler's prune steps) ---------------------------------------------------------
+    def delete_model(self, model_id: str) -> None:
+        self.request("DELETE", f"/_plugins/_ml/models/{model_id}")
+
+    def delete_connector(self, connector_id: str) -> None:
+        self.request("DELETE", f"/_plugins/_ml/connectors/{connector_id}")
+
+    def delete_model_group(self, group_id: str) -> None:
+        self.request("DELETE", f"/_plugins/_ml/model_groups/{group_id}")
+
+    def delete_ingest_pipeline(self, name: str) -> None:
+        self.request("DELETE", f"/_ingest/pipeline/{name}")
+
+    def delete_search_pipeline(self, name: str) -> None:
+        self.request("DELETE", f"/_search/pipeline/{name}")
+
+    def delete_index_template(self, name: str) -> None:
+        self.request("DELETE", f"/_index_template/{name}")
+
+    def delete_index(self, name: str) -> None:
+        self.request("DELETE", f"/{name}")
+
+    # --- index versions (the reconciler's replace steps) -------------------------------------------------
+    def put_mapping(self, index: str, body: dict) -> None:
+        self.request("PUT", f"/{index}/_mapping", body)
+
+    def block_writes(self, index: str, blocked: bool = True) -> None:
+        """A write block: writes are refused with an error (never silently lost) while an index is copied."""
+        self.put_index_settings(index, {"index.blocks.write": True if blocked else None})
+
+    def clone_index(self, source: str, target: str) -> None:
+        """A copy under another name, sharing the segment files (OpenSearch has no rename); the source must be
+        write-blocked, and the copy is write-blocked too (a retired version is read-only)."""
+        self.request("PUT", f"/{source}/_clone/{target}", {"settings": {"index.blocks.write": True}},
+                     params={"wait_for_active_shards": "1"})
+
+    def update_aliases(self, actions: list[dict]) -> None:
+        """All the actions at once: searches by the alias see the old index or the new one, never neither."""
+        self.request("POST", "/_aliases", {"actions": actions})
+
+    def refresh(self, index: str) -> None:
+        self.request("POST", f"/{index}/_refresh")
+
+    def delete_by_query(self, index: str, query: dict) -> None:
+        self.request("POST", f"/{index}/_delete_by_query", {"query": query},
+                     params={"refresh": "true", "conflicts": "proceed"})
+
+    def simulate_pipeline(self, name: str, docs: list[dict]) -> list[dict]:
+        """Each document as the pipeline leaves it (`doc`), or the `error` it raised; nothing is indexed."""
+        return self.request("POST", f"/_ingest/pipeline/{name}/_simulate", {"docs": docs})["docs"]
+
+    def reindex(self, body: dict, timeout_s: float = 86_400, poll_s: float = 2,
+                on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Run a `_reindex` as a task and wait for it: its response (`created`, `failures`, ...).
+
+        As a task, because re-analyzing an index takes as long as ingesting it did: an HTTP request would time out
+        long before. `on_progress` receives the task's status (`total`, `created`, ...) at each poll.
+        """
+        task_id = self.request("POST", "/_reindex", body, params={"wait_for_completion": "false",
+                                                                  "refresh": "true"})["task"]
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                task = self.request("GET", f"/_tasks/{task_id}")
+                if task.get("completed"):
+                    if task.get("error"):
+                        raise ClusterError(f"reindex task {task_id} failed: {task['error']}")
+                    return task.get("response", {})
+                if on_progress is not None:
+                    on_progress(task.get("task", {}).get("status", {}))
+                if time.monotonic() >= deadline:
+                    raise ClusterError(f"reindex task {task_id} did not finish in {timeout_s:.0f}s (cancelled)")
+                time.sleep(poll_s)
+        except BaseException:
+            # a task left running would go on writing into an index the caller is about to delete
+            with contextlib.suppress(ClusterError):
+                self.request("POST", f"/_tasks/{task_id}/_cancel")
+            raise

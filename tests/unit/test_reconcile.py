@@ -1,0 +1,681 @@
+"""The reconciler's plan and apply against an in-memory cluster: no servers, a few seconds.
+
+`MemoryCluster` stands in for `bootstrap.opensearch_api.Cluster` with the rules of OpenSearch and ML Commons that
+the reconciler must respect (a connector is not updated while a model of it is deployed; a clone needs a write
+block; a write to a blocked index is refused; a vector of the wrong dimension fails its document), so an apply that
+breaks one of them fails here. The real cluster's behaviour is tested in tests/integration/test_reindex.py and
+tests/integration/test_bootstrap_safety.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import itertools
+import json
+from typing import Any, cast
+
+import pytest
+
+from bootstrap.desired import MANAGED, desired_state
+from bootstrap.opensearch_api import Cluster, ClusterError
+from bootstrap.reconcile import (
+    Plan,
+    Reconciler,
+    ReplaceRefused,
+    Step,
+    apply,
+    compare_mapping,
+    diff,
+    observe,
+)
+from common import contract
+from common.config import Settings, load_config
+from common.model_facts import ClipFacts
+
+S2 = ClipFacts(weights="test", exported_at="2026-01-01T00:00:00Z", variant="MobileCLIP2-S2", embedding_dim=512,
+               image_size=256, mean=(0, 0, 0), std=(1, 1, 1), interpolation="bilinear", context_length=77,
+               vocab_size=49408)
+S3 = S2.model_copy(update={"variant": "MobileCLIP2-S3", "embedding_dim": 768,
+                           "mean": (0.48145466, 0.4578275, 0.40821073),
+                           "std": (0.26862954, 0.26130258, 0.27577711)})
+WRITES = ("put_", "create_", "update_", "register_", "deploy_", "undeploy_", "delete_", "block_", "clone_", "reindex")
+
+
+def _flat(settings: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+def _get(doc: dict, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(doc, dict) or part not in doc:
+            return None
+        doc = doc[part]
+    return doc
+
+
+class MemoryCluster:
+    """The `Cluster` methods the reconciler uses, over dictionaries. `calls` records every write, in order."""
+
+    def __init__(self, served_dim: int = 512, dead_letter: str = "images-failed") -> None:
+        self.served_dim = served_dim  # what the "model behind the adapter" produces
+        self.dead_letter = dead_letter  # where the "ingest pipeline" sends what it cannot analyze
+        self.unreachable_urls: set[str] = set()  # image_url documents whose image no longer answers
+        self.fail_reindex = False
+        self.calls: list[tuple[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._clock = itertools.count(1000)
+        self.settings: dict[str, Any] = {}
+        self.ml: dict[str, dict[str, dict]] = {"model_groups": {}, "connectors": {}, "models": {}}
+        self.ingest: dict[str, dict] = {}
+        self.search: dict[str, dict] = {}
+        self.templates: dict[str, dict] = {}
+        self.indices: dict[str, dict] = {}  # name → {mappings, settings (flat), docs}
+        self.aliases: dict[str, str] = {}
+
+    def _write(self, name: str, arg: Any = None) -> None:
+        self.calls.append((name, arg))
+
+    def _new(self, kind: str, record: dict) -> str:
+        new_id = f"{kind[:-1]}-{next(self._ids)}"
+        self.ml[kind][new_id] = {**record, "created_time": next(self._clock)}
+        return new_id
+
+    # --- ML Commons --------------------------------------------------------------------------------------------
+    def persistent_settings(self) -> dict:
+        return dict(self.settings)
+
+    def put_persistent_settings(self, values: dict) -> None:
+        self._write("put_persistent_settings", values)
+        self.settings.update(values)
+
+    def search_ml_all(self, kind: str) -> list[dict]:
+        records = sorted(self.ml[kind].items(), key=lambda item: item[1]["created_time"])
+        return [{"id": k, **copy.deepcopy(v)} for k, v in records]
+
+    def get_connector(self, connector_id: str) -> dict:
+        return {"id": connector_id, **copy.deepcopy(self.ml["connectors"][connector_id])}
+
+    def get_model(self, model_id: str) -> dict:
+        return {"id": model_id, **copy.deepcopy(self.ml["models"][model_id])}
+
+    def create_model_group(self, name: str, description: str) -> str:
+        self._write("create_model_group", name)
+        return self._new("model_groups", {"name": name, "description": description})
+
+    def create_connector(self, body: dict) -> str:
+        self._write("create_connector", body["name"])
+        return self._new("connectors", copy.deepcopy(body))
+
+    def update_connector(self, connector_id: str, body: dict) -> None:
+        self._write("update_connector", connector_id)
+        users = [m for m in self.ml["models"].values() if m["connector_id"] == connector_id
+                 and m["model_state"] == "DEPLOYED"]
+        if users:
+            raise ClusterError("1 models are still using this connector, please undeploy the models first", 400)
+        self.ml["connectors"][connector_id].update(copy.deepcopy(body))
+
+    def register_model(self, body: dict) -> str:
+        self._write("register_model", body["name"])
+        assert body["connector_id"] in self.ml["connectors"], body
+        assert body["model_group_id"] in self.ml["model_groups"], body
+        return self._new("models", {**copy.deepcopy(body), "model_state": "REGISTERED", "served": False})
+
+    def update_model(self, model_id: str, body: dict) -> None:
+        self._write("update_model", (model_id, body))
+        model = self.ml["models"][model_id]
+        if "connector_id" in body and model["model_state"] == "DEPLOYED":
+            raise ClusterError("the model is deployed: undeploy it before changing its connector", 400)
+        model.update(body)
+
+    def model_state(self, model_id: str) -> str:
+        return self.ml["models"][model_id]["model_state"]
+
+    def served_on(self, model_id: str) -> list[str]:
+        return ["node-1"] if self.ml["models"][model_id]["served"] else []
+
+    def deploy_model(self, model_id: str, name: str | None = None) -> None:
+        self._write("deploy_model", name)
+        self.ml["models"][model_id].update(model_state="DEPLOYED", served=True)
+
+    def undeploy_model(self, model_id: str) -> None:
+        self._write("undeploy_model", model_id)
+        self.ml["models"][model_id].update(model_state="UNDEPLOYED", served=False)
+
+    def delete_model(self, model_id: str) -> None:
+        self._write("delete_model", model_id)
+        if self.ml["models"][model_id]["model_state"] == "DEPLOYED":
+            raise ClusterError("model is deployed; undeploy it first", 400)
+        del self.ml["models"][model_id]
+
+    def delete_connector(self, connector_id: str) -> None:
+        self._write("delete_connector", connector_id)
+        if any(m["connector_id"] == connector_id for m in self.ml["models"].values()):
+            raise ClusterError("connector is used by a model", 409)
+        del self.ml["connectors"][connector_id]
+
+    def delete_model_group(self, group_id: str) -> None:
+        self._write("delete_model_group", group_id)
+        if any(m["model_group_id"] == group_id for m in self.ml["models"].values()):
+            raise ClusterError("model group has models", 409)
+        del self.ml["model_groups"][group_id]
+
+    # --- pipelines and templates ---------------------------------------------------------------------------------
+    def ingest_pipelines(self) -> dict:
+        return copy.deepcopy(self.ingest)
+
+    def search_pipelines(self) -> dict:
+        return copy.deepcopy(self.search)
+
+    def put_ingest_pipeline(self, name: str, body: dict) -> None:
+        self._write("put_ingest_pipeline", name)
+        self.ingest[name] = copy.deepcopy(body)
+
+    def put_search_pipeline(self, name: str, body: dict) -> None:
+        self._write("put_search_pipeline", name)
+        self.search[name] = copy.deepcopy(body)
+
+    def delete_ingest_pipeline(self, name: str) -> None:
+        self._write("delete_ingest_pipeline", name)
+        del self.ingest[name]
+
+    def delete_search_pipeline(self, name: str) -> None:
+        self._write("delete_search_pipeline", name)
+        del self.search[name]
+
+    def index_templates(self) -> dict:
+        return copy.deepcopy(self.templates)
+
+    def put_index_template(self, name: str, body: dict) -> None:
+        self._write("put_index_template", name)
+        self.templates[name] = copy.deepcopy(body)
+
+    def delete_index_template(self, name: str) -> None:
+        self._write("delete_index_template", name)
+        del self.templates[name]
+
+    # --- indices -----------------------------------------------------------------------------------------------------
+    def _concrete(self, name: str) -> str:
+        name = self.aliases.get(name, name)
+        if name not in self.indices:
+            raise ClusterError(f"no such index [{name}]", 404)
+        return name
+
+    def resolve_index(self, name: str) -> tuple[str, bool] | None:
+        if name in self.aliases:
+            return self.aliases[name], True
+        return (name, False) if name in self.indices else None
+
+    def index_mapping(self, index: str) -> dict:
+        return copy.deepcopy(self.indices[index]["mappings"])
+
+    def index_settings(self, index: str) -> dict:
+        return dict(self.indices[index]["settings"])
+
+    def index_names(self, pattern: str) -> list[str]:
+        return sorted(name for name in self.indices if fnmatch.fnmatchcase(name, pattern))
+
+    def count(self, index: str, query: dict | None = None) -> int:
+        return len(self._matching(self._concrete(index), query))
+
+    def _matching(self, index: str, query: dict | None) -> dict[str, dict]:
+        docs = self.indices[index]["docs"]
+        if query is None:
+            return dict(docs)
+        if "exists" in query:
+            return {k: d for k, d in docs.items() if _get(d, query["exists"]["field"]) is not None}
+        (path, value), = query["term"].items()
+        return {k: d for k, d in docs.items() if _get(d, path) == value}
+
+    def create_index(self, name: str, body: dict | None = None) -> None:
+        self._write("create_index", name)
+        if name in self.indices or name in self.aliases:
+            raise ClusterError(f"resource_already_exists_exception [{name}]", 400)
+        body = body or {}
+        self.indices[name] = {"mappings": copy.deepcopy(body.get("mappings", {})),
+                              "settings": _flat(body.get("settings", {}), ""), "docs": {}}
+        self.indices[name]["settings"] = {k if k.startswith("index.") else f"index.{k}": v
+                                          for k, v in self.indices[name]["settings"].items()}
+
+    def put_index_settings(self, index: str, values: dict) -> None:
+        self._write("put_index_settings", (index, values))
+        for key, value in values.items():
+            if value is None:
+                self.indices[index]["settings"].pop(key, None)
+            else:
+                self.indices[index]["settings"][key] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    def put_mapping(self, index: str, body: dict) -> None:
+        self._write("put_mapping", index)
+        mapping = self.indices[index]["mappings"]
+        for key, value in body.items():
+            if key == "properties":
+                mapping.setdefault("properties", {}).update(copy.deepcopy(value))
+            else:
+                mapping[key] = copy.deepcopy(value)
+
+    def block_writes(self, index: str, blocked: bool = True) -> None:
+        self.put_index_settings(index, {"index.blocks.write": True if blocked else None})
+
+    def _blocked(self, index: str) -> bool:
+        return self.indices[index]["settings"].get("index.blocks.write") == "true"
+
+    def clone_index(self, source: str, target: str) -> None:
+        self._write("clone_index", (source, target))
+        assert self._blocked(source), "a clone needs the source write-blocked"
+        self.indices[target] = copy.deepcopy(self.indices[source])
+
+    def delete_index(self, name: str) -> None:
+        self._write("delete_index", name)
+        del self.indices[name]
+
+    def update_aliases(self, actions: list[dict]) -> None:
+        self._write("update_aliases", actions)
+        for action in actions:
+            (verb, args), = action.items()
+            if verb == "remove_index":
+                del self.indices[args["index"]]
+            elif verb == "remove":
+                assert self.aliases.pop(args["alias"]) == args["index"]
+            elif verb == "add":
+                assert args["alias"] not in self.indices, "an alias cannot have the name of an index"
+                self.aliases[args["alias"]] = args["index"]
+
+    def refresh(self, index: str) -> None:
+        pass
+
+    def delete_by_query(self, index: str, query: dict) -> None:
+        self._write("delete_by_query", index)
+        for doc_id in self._matching(self._concrete(index), query):
+            del self.indices[self._concrete(index)]["docs"][doc_id]
+
+    # --- documents -----------------------------------------------------------------------------------------------
+    def index_doc(self, index: str, doc_id: str, source: dict, pipeline: str | None = "default") -> str:
+        """A write as a client sends it: the index's default pipeline analyzes it, the mapping checks it."""
+        concrete = self._concrete(index)
+        if self._blocked(concrete):
+            raise ClusterError(f"index [{concrete}] blocked by: [FORBIDDEN/8/index write (api)]", 403)
+        source = copy.deepcopy(source)
+        if pipeline == "default":
+            pipeline = self.indices[concrete]["settings"].get("index.default_pipeline")
+        if pipeline:
+            concrete, source = self._analyze(concrete, doc_id, source)
+        self._check_vectors(concrete, source)
+        self.indices[concrete]["docs"][doc_id] = source
+        return concrete
+
+    def _analyze(self, index: str, doc_id: str, source: dict) -> tuple[str, dict]:
+        url = source.get(contract.IMAGE_URL_FIELD)
+        image = source.pop(contract.IMAGE_FIELD, None)
+        if url is None and image is None:
+            return index, source
+        if url in self.unreachable_urls:
+            for name in contract.ANALYSIS_FIELDS:
+                source.pop(name, None)
+            source[contract.FAILURE_FIELD] = {"reason": "unreachable", "index": index, "doc_id": doc_id,
+                                              "retryable": True}
+            return self.dead_letter, source
+        vector = [0.1] * self.served_dim
+        source.update(global_image_embedding=vector, width=10, height=10,
+                      detected_objects=[{"class_name": "circle", "object_embedding": vector}])
+        return index, source
+
+    def _check_vectors(self, index: str, source: dict) -> None:
+        wanted = self.indices[index]["mappings"].get("properties", {}).get("global_image_embedding", {})
+        got = source.get("global_image_embedding")
+        if got is not None and wanted and len(got) != wanted["dimension"]:
+            raise ClusterError(f"mapper_parsing_exception: vector dimension {len(got)} != {wanted['dimension']}", 400)
+
+    def simulate_pipeline(self, name: str, docs: list[dict]) -> list[dict]:
+        out = []
+        for doc in docs:
+            index, source = self._analyze(doc["_index"], doc["_id"], dict(doc["_source"]))
+            out.append({"doc": {"_index": index, "_source": source}})
+        return out
+
+    def reindex(self, body: dict, on_progress=None, **_: Any) -> dict:
+        self._write("reindex", body["dest"]["index"])
+        source, dest = body["source"]["index"], body["dest"]["index"]
+        failures = []
+        for doc_id, doc in self._matching(source, body["source"].get("query")).items():
+            doc = copy.deepcopy(doc)
+            for name in body.get("script", {}).get("params", {}).get("fields", []):
+                doc.pop(name, None)
+            try:
+                if self.fail_reindex:
+                    raise ClusterError("simulated failure")
+                target, doc = self._analyze(dest, doc_id, doc) if body["dest"].get("pipeline") else (dest, doc)
+                self._check_vectors(target, doc)
+                self.indices[target]["docs"][doc_id] = doc
+            except ClusterError as exc:
+                failures.append({"id": doc_id, "cause": str(exc)})
+                break  # a reindex stops at the first bulk with failures
+        return {"failures": failures}
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def settings() -> Settings:
+    return load_config(opensearch={"url": "http://memory:9200"})
+
+
+def as_cluster(memory: MemoryCluster) -> Cluster:
+    """The memory cluster where a `Cluster` is expected: it has every method the reconciler calls."""
+    return cast(Cluster, memory)
+
+
+def plan_for(cluster: MemoryCluster, settings: Settings, clip: ClipFacts = S2) -> Plan:
+    return diff(desired_state(settings, clip), observe(as_cluster(cluster), settings))
+
+
+def run_apply(plan: Plan, cluster: MemoryCluster, **options: Any) -> Plan:
+    return apply(plan, as_cluster(cluster), **options)
+
+
+def bootstrap(cluster: MemoryCluster, settings: Settings, clip: ClipFacts = S2, **options: Any) -> Plan:
+    return run_apply(plan_for(cluster, settings, clip), cluster, **options)
+
+
+def get_step(plan: Plan, kind: str, name: str) -> Step:
+    step = plan.step(kind, name)
+    assert step is not None, plan.lines()
+    return step
+
+
+def actions(plan: Plan) -> dict[str, str]:
+    return {s.key: s.action for s in plan.steps}
+
+
+def writes(cluster: MemoryCluster) -> list[str]:
+    return [name for name, _ in cluster.calls if name.startswith(WRITES)]
+
+
+def renamed(settings: Settings, **index: Any) -> Settings:
+    return settings.model_copy(update={"index": settings.index.model_copy(update=index)})
+
+
+# --- the tests -----------------------------------------------------------------------------------------------------
+def test_first_run_creates_everything_in_dependency_order(settings: Settings):
+    cluster = MemoryCluster()
+    plan = plan_for(cluster, settings)
+    assert {s.action for s in plan.steps if s.kind != "cluster_settings"} == {"create"}, plan.lines()
+    assert all(s.detail for s in plan.changes), "every change says why"
+    run_apply(plan, cluster)
+
+    assert writes(cluster) == [
+        "put_persistent_settings", "create_model_group",
+        "create_connector", "register_model", "deploy_model",  # embed: connector → model
+        "create_connector", "register_model", "deploy_model",  # analyze
+        "put_ingest_pipeline", "put_search_pipeline",
+        "put_index_template", "create_index", "put_index_template", "create_index"]
+    ids = plan.ids
+    mlc = settings.ml_commons
+    # ids created by earlier steps flowed into the later ones
+    analyze = cluster.ml["models"][ids[f"model:{mlc.analyze_model}"]]
+    assert analyze["connector_id"] == ids[f"connector:{mlc.analyze_model}"]
+    assert analyze["model_group_id"] == ids[f"model_group:{mlc.model_group}"]
+    ingest = cluster.ingest[settings.index.ingest_pipeline]
+    assert f'"model_id": "{ids[f"model:{mlc.analyze_model}"]}"' in json.dumps(ingest)
+    assert "<pending" not in json.dumps(ingest) + json.dumps(cluster.search)
+    assert cluster.indices[settings.index.name]["mappings"]["properties"]["global_image_embedding"]["dimension"] == 512
+    assert all(m["model_state"] == "DEPLOYED" for m in cluster.ml["models"].values())
+
+
+def test_second_run_plans_no_change(settings: Settings):
+    cluster = MemoryCluster()
+    first = bootstrap(cluster, settings)
+    cluster.calls.clear()
+    again = plan_for(cluster, settings)
+    assert not again.changes, again.lines()
+    assert again.ids == first.ids
+    assert again.summary().startswith("0 change(s)")
+    run_apply(again, cluster)
+    assert writes(cluster) == []
+
+
+def test_dry_run_applies_nothing(settings: Settings):
+    cluster = MemoryCluster()
+    plan = Reconciler(as_cluster(cluster), settings, dry_run=True).run(S2)
+    assert plan.changes and writes(cluster) == []
+    bootstrap(cluster, settings)
+    cluster.calls.clear()
+    plan = Reconciler(as_cluster(cluster), settings, dry_run=True).run(S3)
+    assert plan.replacements and writes(cluster) == []
+
+
+def test_changed_connector_is_updated_in_place_keeping_its_id(settings: Settings):
+    cluster = MemoryCluster()
+    first = bootstrap(cluster, settings)
+    changed = settings.model_copy(update={"ml_commons": settings.ml_commons.model_copy(
+        update={"read_timeout_s": settings.ml_commons.read_timeout_s + 1})})
+    cluster.calls.clear()
+    plan = plan_for(cluster, changed)
+    name = changed.ml_commons.embed_model
+    assert actions(plan)[f"connector:{name}"] == "update"
+    assert actions(plan)[f"model:{name}"] == "update"
+    assert "redeploy" in get_step(plan, "model", name).detail
+    run_apply(plan, cluster)  # the memory cluster refuses a connector update while its model is deployed
+    assert plan.ids == first.ids
+    assert writes(cluster)[:3] == ["undeploy_model", "update_connector", "deploy_model"]
+    assert "create_connector" not in writes(cluster) and "register_model" not in writes(cluster)
+    assert not plan_for(cluster, changed).changes
+
+
+def test_model_that_no_node_serves_is_deployed_again(settings: Settings):
+    cluster = MemoryCluster()
+    first = bootstrap(cluster, settings)
+    model_id = first.ids[f"model:{settings.ml_commons.embed_model}"]
+    cluster.ml["models"][model_id]["served"] = False  # a restart: the record says DEPLOYED, no node holds it
+    plan = plan_for(cluster, settings)
+    assert [s.key for s in plan.changes] == [f"model:{settings.ml_commons.embed_model}"]
+    assert "no node serves it" in plan.changes[0].detail
+
+
+def index_corpus(cluster: MemoryCluster, name: str) -> None:
+    cluster.index_doc(name, "by-url-1", {"image_id": "by-url-1", "image_url": "http://images/1.jpg"})
+    cluster.index_doc(name, "by-url-2", {"image_id": "by-url-2", "image_url": "http://images/2.jpg"})
+    cluster.index_doc(name, "by-b64", {"image_id": "by-b64", "image_b64": "aGVsbG8="})
+
+
+def test_dimension_change_is_a_replace_refused_without_the_flag(settings: Settings):
+    cluster = MemoryCluster()
+    bootstrap(cluster, settings)
+    index_corpus(cluster, settings.index.name)
+    cluster.calls.clear()
+
+    plan = plan_for(cluster, settings, S3)
+    step = get_step(plan, "index", settings.index.name)
+    assert step is not None and step.action == "replace"
+    assert "global_image_embedding: dimension 512 → 768" in step.detail
+    assert "detected_objects.object_embedding: dimension 512 → 768" in step.detail
+    assert "2 of 3 document(s) carry image_url" in step.detail and "1 sent as base64" in step.detail
+    assert actions(plan)[f"index_template:{settings.index.name}"] == "update"
+    assert actions(plan)[f"index:{settings.index.dead_letter}"] == "unchanged"
+    with pytest.raises(ReplaceRefused) as refused:
+        run_apply(plan, cluster)
+    message = str(refused.value)
+    assert "--allow-reindex" in message and "dimension 512 → 768" in message and settings.index.name in message
+    assert writes(cluster) == [], "a refused plan changes nothing, not even the steps before the replace"
+
+
+def test_dimension_change_with_the_flag_rebuilds_the_index_and_moves_the_alias(settings: Settings):
+    cluster = MemoryCluster()
+    bootstrap(cluster, settings)
+    name = settings.index.name
+    index_corpus(cluster, name)
+    cluster.served_dim = 768  # the adapter's Triton now serves S3
+    said: list[str] = []
+
+    plan = bootstrap(cluster, settings, S3, allow_reindex=True, say=said.append)
+
+    step = get_step(plan, "index", name)
+    assert step.data["result"] == {"target": f"{name}-v2", "retired": f"{name}-v1", "indexed": 2,
+                                   "dead_lettered": 0, "not_carried": 1}
+    assert cluster.resolve_index(name) == (f"{name}-v2", True)
+    new = cluster.indices[f"{name}-v2"]
+    assert sorted(new["docs"]) == ["by-url-1", "by-url-2"]
+    assert all(len(d["global_image_embedding"]) == 768 for d in new["docs"].values())
+    assert new["mappings"]["properties"]["global_image_embedding"]["dimension"] == 768
+    assert "index.blocks.write" not in new["settings"]
+    # the old documents, the base64 one included, are kept read-only under the first version's name
+    old = cluster.indices[f"{name}-v1"]
+    assert sorted(old["docs"]) == ["by-b64", "by-url-1", "by-url-2"] and old["settings"]["index.blocks.write"] == "true"
+    assert any("refused until" in line for line in said)
+    # writes and counts by the name go to the new version
+    assert cluster.index_doc(name, "after", {"image_id": "after", "image_url": "http://images/3.jpg"}) == f"{name}-v2"
+    with pytest.raises(ClusterError, match="blocked"):
+        cluster.index_doc(f"{name}-v1", "late", {"image_id": "late"})
+
+    again = plan_for(cluster, settings, S3)
+    assert not again.changes, again.lines()
+    retired = get_step(again, "index", f"{name}-v1")
+    assert retired.action == "unchanged" and "3 document(s)" in retired.detail
+
+    # a second replacement starts from the alias: the next version, the alias moved, the previous one retired
+    wider = renamed(settings, hnsw_m=settings.index.hnsw_m * 2)
+    plan = bootstrap(cluster, wider, S3, allow_reindex=True)
+    assert "HNSW parameters" in get_step(plan, "index", name).detail
+    assert cluster.resolve_index(name) == (f"{name}-v3", True)
+    assert sorted(cluster.indices[f"{name}-v3"]["docs"]) == ["after", "by-url-1", "by-url-2"]
+    assert cluster.indices[f"{name}-v2"]["settings"]["index.blocks.write"] == "true"
+    assert not plan_for(cluster, wider, S3).changes
+
+
+def test_unreachable_image_url_is_dead_lettered_during_a_replace(settings: Settings):
+    cluster = MemoryCluster()
+    bootstrap(cluster, settings)
+    index_corpus(cluster, settings.index.name)
+    cluster.served_dim = 768
+    cluster.unreachable_urls.add("http://images/2.jpg")
+    plan = bootstrap(cluster, settings, S3, allow_reindex=True)
+    result = get_step(plan, "index", settings.index.name).data["result"]
+    assert (result["indexed"], result["dead_lettered"], result["not_carried"]) == (1, 1, 1)
+    letter = cluster.indices[settings.index.dead_letter]["docs"]["by-url-2"]
+    assert letter["image_url"] == "http://images/2.jpg" and "global_image_embedding" not in letter
+
+
+def test_replace_is_not_started_when_the_model_still_produces_the_old_dimension(settings: Settings):
+    cluster = MemoryCluster()
+    bootstrap(cluster, settings)
+    index_corpus(cluster, settings.index.name)  # served_dim stays 512: Triton was not switched to S3
+    with pytest.raises(ClusterError, match=r"produces 512-d vectors but .* needs 768-d"):
+        bootstrap(cluster, settings, S3, allow_reindex=True)
+    assert cluster.resolve_index(settings.index.name) == (settings.index.name, False)
+    assert not cluster.index_names(f"{settings.index.name}-v*")
+    assert "block_writes" not in writes(cluster) and "index.blocks.write" not in (
+        cluster.indices[settings.index.name]["settings"])
+
+
+def test_failed_replace_is_rolled_back(settings: Settings):
+    cluster = MemoryCluster()
+    bootstrap(cluster, settings)
+    name = settings.index.name
+    index_corpus(cluster, name)
+    cluster.served_dim = 768
+    cluster.fail_reindex = True
+    with pytest.raises(ClusterError, match="rolled back"):
+        bootstrap(cluster, settings, S3, allow_reindex=True)
+    assert cluster.resolve_index(name) == (name, False)
+    assert not cluster.index_names(f"{name}-v*")
+    assert cluster.index_doc(name, "still-writable", {"image_id": "x"}) == name
+    assert cluster.count(name) == 4
+
+
+def test_prune_deletes_what_this_deployment_no_longer_wants_and_nothing_else(settings: Settings):
+    cluster = MemoryCluster()
+    old = settings.model_copy(update={
+        "ml_commons": settings.ml_commons.model_copy(update={"embed_model": "old-embed"}),
+        "index": settings.index.model_copy(update={"search_pipeline": "old-search"})})
+    bootstrap(cluster, old)
+    other = load_config(opensearch={"url": "http://memory:9200"},
+                        ml_commons={"model_group": "other-group", "embed_model": "other-embed",
+                                    "analyze_model": "other-analyze"},
+                        index={"name": "other-images", "dead_letter": "other-failed", "ingest_pipeline": "other-ingest",
+                               "search_pipeline": "other-search"})
+    bootstrap(cluster, other)  # another deployment on the same cluster
+    hand_made = cluster.create_connector({"name": "hand-made", "description": "made by a person"})
+    legacy = cluster.create_connector({"name": "legacy", "description": f"old; {MANAGED}"})  # no deployment named
+    old_embed = next(k for k, v in cluster.ml["models"].items() if v["name"] == "old-embed")
+
+    plan = plan_for(cluster, settings)
+    deletes = {s.key for s in plan.steps if s.action == "delete"}
+    assert deletes == {"model:old-embed", "connector:old-embed", "search_pipeline:old-search"}, plan.lines()
+    assert actions(plan)[f"connector:{settings.ml_commons.embed_model}"] == "create"
+    cluster.calls.clear()
+    run_apply(plan, cluster)
+    order = writes(cluster)
+    # the replacement is in place before the old one goes; a deployed model is undeployed before it is deleted
+    assert order.index("put_search_pipeline") < order.index("delete_search_pipeline")
+    assert order.index("undeploy_model") < order.index("delete_model") < order.index("delete_connector")
+    assert old_embed not in cluster.ml["models"]
+    assert {hand_made, legacy} <= set(cluster.ml["connectors"])
+    assert {"other-embed", "other-analyze"} <= {v["name"] for v in cluster.ml["models"].values()}
+    assert "other-search" in cluster.search and "old-search" not in cluster.search
+    assert not plan_for(cluster, settings).changes
+    assert not plan_for(cluster, other).changes
+
+
+def test_duplicate_of_a_desired_name_is_pruned_and_the_oldest_kept(settings: Settings):
+    cluster = MemoryCluster()
+    first = bootstrap(cluster, settings)
+    name = settings.ml_commons.embed_model
+    kept = first.ids[f"connector:{name}"]
+    body = {k: v for k, v in cluster.get_connector(kept).items() if k not in ("id", "created_time")}
+    duplicate = cluster.create_connector(body)  # as an interrupted run, before the lock existed, could leave
+    plan = plan_for(cluster, settings)
+    assert [(s.key, s.id) for s in plan.changes] == [(f"connector:{name}", duplicate)]
+    assert plan.changes[0].action == "delete" and kept in plan.changes[0].detail
+    run_apply(plan, cluster)
+    assert set(cluster.ml["connectors"]) == {kept, first.ids[f"connector:{settings.ml_commons.analyze_model}"]}
+
+
+def test_connector_still_used_by_a_model_that_stays_is_kept(settings: Settings):
+    cluster = MemoryCluster()
+    first = bootstrap(cluster, settings)
+    hand_model = cluster.register_model({"name": "hand-model", "function_name": "remote", "description": "a person's",
+                                         "connector_id": first.ids[f"connector:{settings.ml_commons.embed_model}"],
+                                         "model_group_id": first.ids[f"model_group:{settings.ml_commons.model_group}"]})
+    renamed_ml = settings.model_copy(update={"ml_commons": settings.ml_commons.model_copy(
+        update={"embed_model": "new-embed"})})
+    plan = plan_for(cluster, renamed_ml)
+    step = get_step(plan, "connector", settings.ml_commons.embed_model)
+    assert step.action == "unchanged" and hand_model in step.detail
+    assert actions(plan)[f"model:{settings.ml_commons.embed_model}"] == "delete"
+    run_apply(plan, cluster)
+
+
+def test_mapping_comparison():
+    base: dict[str, Any] = {"_source": {"excludes": ["image_b64"]}, "properties": {
+        "name": {"type": "keyword", "ignore_above": 2048},
+        "vec": {"type": "knn_vector", "dimension": 512,
+                "method": {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil",
+                           "parameters": {"m": 16, "ef_construction": 512}}},
+        "objects": {"type": "nested", "properties": {"label": {"type": "keyword"}}}}}
+    assert compare_mapping(base, copy.deepcopy(base)) == ([], [])
+    # what the cluster returns may spell numbers and booleans as text
+    spelled = copy.deepcopy(base)
+    spelled["properties"]["vec"]["dimension"] = "512"
+    assert compare_mapping(base, spelled) == ([], [])
+
+    want = copy.deepcopy(base)
+    want["properties"]["name"]["ignore_above"] = 4096
+    want["properties"]["extra"] = {"type": "integer"}
+    want["properties"]["objects"]["properties"]["score"] = {"type": "float"}
+    replace, inplace = compare_mapping(want, base)
+    assert replace == [] and set(inplace) == {"name: ignore_above 2048 → 4096", "new field extra",
+                                              "new field objects.score"}
+
+    want = copy.deepcopy(base)
+    want["_source"]["excludes"].append("*b64*")
+    want["properties"]["name"]["type"] = "text"
+    want["properties"]["vec"]["method"]["engine"] = "faiss"
+    want["properties"]["objects"]["properties"]["label"]["type"] = "integer"
+    replace, _ = compare_mapping(want, base)
+    assert len(replace) == 4 and "name: type keyword → text" in replace
+    assert "vec: k-NN engine lucene → faiss" in replace and "objects.label: type keyword → integer" in replace
