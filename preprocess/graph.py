@@ -31,9 +31,11 @@ graph from the image shape, so the serialized GPU model computes it too.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover
+    from nvidia.dali.data_node import DataNode
+
     from common.model_facts import ClipFacts, YoloFacts
 
 INPUT_NAME = "encoded_image"
@@ -49,9 +51,9 @@ class PreprocessSpec:
     """The preprocessing constants, taken from the exported models' facts (never typed here)."""
 
     clip_size: int
-    mean: tuple[float, float, float]  # 0..1 scale
-    std: tuple[float, float, float]  # 0..1 scale
-    interpolation: Literal["bilinear", "bicubic"]
+    mean: tuple[float, ...]  # 0..1 scale, three values (checked below)
+    std: tuple[float, ...]  # 0..1 scale, three values
+    interpolation: str  # "bilinear" or "bicubic" (checked below: it comes from metadata and model configs)
     yolo_size: int = 640
     pad_value: int = 114
 
@@ -96,37 +98,38 @@ def preprocess_graph(image, shape, spec: PreprocessSpec, device: Device = "cpu")
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
-    h = fn.cast(shape[0], dtype=types.INT64)
-    w = fn.cast(shape[1], dtype=types.INT64)
+    f32, f64 = types.DALIDataType.FLOAT, types.DALIDataType.FLOAT64
+    h = fn.cast(shape[0], dtype=types.DALIDataType.INT64)
+    w = fn.cast(shape[1], dtype=types.DALIDataType.INT64)
 
     # YOLO branch: ultralytics LetterBox(new_shape=S, auto=False, scaleup=True, center=True).
     s = spec.yolo_size
-    hf = fn.cast(h, dtype=types.FLOAT64)
-    wf = fn.cast(w, dtype=types.FLOAT64)
+    hf = fn.cast(h, dtype=types.DALIDataType.FLOAT64)
+    wf = fn.cast(w, dtype=types.DALIDataType.FLOAT64)
     r = dmath.min(s / hf, s / wf)
     new_w = dmath.max(_round_half_even(wf * r), 1.0)
     new_h = dmath.max(_round_half_even(hf * r), 1.0)
     # round(dw/2 - 0.1) == floor(dw/2) for the integer dw >= 0 (dw/2 is k or k + 0.5).
-    left = fn.cast(dmath.floor((s - new_w) / 2), dtype=types.INT64)
-    top = fn.cast(dmath.floor((s - new_h) / 2), dtype=types.INT64)
-    letterboxed = fn.resize(
+    left = fn.cast(dmath.floor((s - new_w) / 2), dtype=types.DALIDataType.INT64)
+    top = fn.cast(dmath.floor((s - new_h) / 2), dtype=types.DALIDataType.INT64)
+    letterboxed = _node(fn.resize(
         image,
-        resize_x=fn.cast(new_w, dtype=types.FLOAT),
-        resize_y=fn.cast(new_h, dtype=types.FLOAT),
-        interp_type=types.INTERP_LINEAR,
+        resize_x=fn.cast(new_w, dtype=types.DALIDataType.FLOAT),
+        resize_y=fn.cast(new_h, dtype=types.DALIDataType.FLOAT),
+        interp_type=types.DALIInterpType.INTERP_LINEAR,
         antialias=False,  # cv2.INTER_LINEAR does not antialias
-    )
+    ))
     # Centred padding, ÷255 and CHW in one operator: the crop window starts at (-top, -left) of the resized
     # image; crop_pos = left / dw places it there exactly (checked for every width 1..S), fill in output units.
     yolo_input = fn.crop_mirror_normalize(
         letterboxed,
         crop_w=float(s),
         crop_h=float(s),
-        crop_pos_x=fn.cast(fn.cast(left, dtype=types.FLOAT64) / dmath.max(s - new_w, 1.0), dtype=types.FLOAT),
-        crop_pos_y=fn.cast(fn.cast(top, dtype=types.FLOAT64) / dmath.max(s - new_h, 1.0), dtype=types.FLOAT),
+        crop_pos_x=fn.cast(fn.cast(left, dtype=f64) / dmath.max(s - new_w, 1.0), dtype=f32),
+        crop_pos_y=fn.cast(fn.cast(top, dtype=f64) / dmath.max(s - new_h, 1.0), dtype=f32),
         out_of_bounds_policy="pad",
         fill_values=[spec.pad_value / 255.0] * 3,
-        dtype=types.FLOAT,
+        dtype=types.DALIDataType.FLOAT,
         output_layout="CHW",
         mean=[0.0, 0.0, 0.0],
         std=[255.0, 255.0, 255.0],
@@ -140,24 +143,24 @@ def preprocess_graph(image, shape, spec: PreprocessSpec, device: Device = "cpu")
     clip_h = (rr * h) // short
     crop_top = _half_even_half(clip_h - rr)
     crop_left = _half_even_half(clip_w - rr)
-    interp = types.INTERP_LINEAR if spec.interpolation == "bilinear" else types.INTERP_CUBIC
+    interp = types.DALIInterpType.INTERP_LINEAR if spec.interpolation == "bilinear" else \
+        types.DALIInterpType.INTERP_CUBIC
     support = 1.0 if spec.interpolation == "bilinear" else 2.0
-    rows = _pil_resample_axis(image, "W", in_len=w, other_len=h, scale=wf / fn.cast(clip_w, dtype=types.FLOAT64),
+    rows = _pil_resample_axis(image, "W", in_len=w, other_len=h, scale=wf / fn.cast(clip_w, dtype=f64),
                               out_start=crop_left, out_len=rr, interp=interp, support=support, device=device)
     clip_crop = _pil_resample_axis(rows, "H", in_len=h, other_len=h * 0 + rr,
-                                   scale=hf / fn.cast(clip_h, dtype=types.FLOAT64), out_start=crop_top,
+                                   scale=hf / fn.cast(clip_h, dtype=types.DALIDataType.FLOAT64), out_start=crop_top,
                                    out_len=rr, interp=interp, support=support, device=device)
     clip_input = fn.crop_mirror_normalize(
         clip_crop,
-        dtype=types.FLOAT,
+        dtype=types.DALIDataType.FLOAT,
         output_layout="CHW",
         mean=[255.0 * m for m in spec.mean],
         std=[255.0 * v for v in spec.std],
     )
 
-    image_size = fn.cast(fn.stack(h, w), dtype=types.INT32)
-    letterbox = fn.cast(fn.stack(r, fn.cast(left, dtype=types.FLOAT64), fn.cast(top, dtype=types.FLOAT64)),
-                        dtype=types.FLOAT)
+    image_size = fn.cast(fn.stack(h, w), dtype=types.DALIDataType.INT32)
+    letterbox = fn.cast(fn.stack(r, fn.cast(left, dtype=f64), fn.cast(top, dtype=f64)), dtype=f32)
     return {
         "yolo_input": yolo_input,
         "clip_input": clip_input,
@@ -191,8 +194,8 @@ def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start,
     import nvidia.dali.math as dmath
     import nvidia.dali.types as types
 
-    f32, f64, i32 = types.FLOAT, types.FLOAT64, types.INT32
-    margin = fn.cast(dmath.ceil(support * dmath.max(scale, 1.0)), dtype=types.INT64) + 1
+    f32, f64, i32 = types.DALIDataType.FLOAT, types.DALIDataType.FLOAT64, types.DALIDataType.INT32
+    margin = fn.cast(dmath.ceil(support * dmath.max(scale, 1.0)), dtype=types.DALIDataType.INT64) + 1
     one = in_len * 0 + 1
     cat_axis = 1 if axis == "W" else 0
 
@@ -201,7 +204,7 @@ def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start,
         return fn.cast(shape, dtype=i32)
 
     # Zero padding (fn.cat of zero strips: cheaper than a padding slice on the CPU).
-    zeros = fn.zeros(shape=along(margin, other_len, one * 3), dtype=types.UINT8)
+    zeros = fn.zeros(shape=along(margin, other_len, one * 3), dtype=types.DALIDataType.UINT8)
     # The sum of the in-image weights: resample zeros(m) ones(in_len) zeros(m) the same way.
     mask_pad = fn.zeros(shape=along(margin, one, one), dtype=f32)
     mask = fn.cat(mask_pad, fn.ones(shape=along(in_len, one, one), dtype=f32), mask_pad, axis=cat_axis)
@@ -226,7 +229,15 @@ def _pil_resample_axis(image, axis: str, *, in_len, other_len, scale, out_start,
     weights = fn.resize(mask, size=mask_size, roi_start=roi["roi_start"], roi_end=mask_roi_end, **common)
     # Pillow rounds half up. DALI's CPU cast does too, its GPU cast may round half to even: rounding explicitly
     # (floor(x + 0.5), then an exact cast that only saturates) gives the same pixels on both devices.
-    return fn.cast(dmath.floor(weighted / weights + 0.5), dtype=types.UINT8)
+    return fn.cast(dmath.floor(_node(weighted) / _node(weights) + 0.5), dtype=types.DALIDataType.UINT8)
+
+
+def _node(out: Any) -> DataNode:
+    """A single-output operator's result as the DataNode it is (DALI's stubs type it as a union)."""
+    from nvidia.dali.data_node import DataNode
+
+    assert isinstance(out, DataNode), type(out)
+    return out
 
 
 def _half_even_half(d):
@@ -263,29 +274,29 @@ def pipeline_definition(
         raise ValueError(f"device must be 'cpu' or 'gpu', not {device!r}")
     if source not in ("encoded", "decoded"):
         raise ValueError(f"source must be 'encoded' or 'decoded', not {source!r}")
+    # a CPU-only pipeline needs device_id None (which DALI's stubs do not admit, hence the untyped dict)
+    kwargs: dict[str, Any]
     if device == "cpu":
-        device_id = None
-        kwargs = {"prefetch_queue_depth": 1, "exec_async": False, "exec_pipelined": False}
+        kwargs = {"device_id": None, "prefetch_queue_depth": 1, "exec_async": False, "exec_pipelined": False}
     else:
-        device_id = 0 if device_id is None else device_id
-        kwargs = {}
+        kwargs = {"device_id": 0 if device_id is None else device_id}
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, **kwargs)
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, **kwargs)
     def visual_search_preprocess():
         if source == "encoded":
-            encoded = fn.external_source(name=INPUT_NAME, dtype=types.UINT8, ndim=1, device="cpu")
+            encoded = fn.external_source(name=INPUT_NAME, dtype=types.DALIDataType.UINT8, ndim=1, device="cpu")
             # peek_image_shape reads the header on the CPU (EXIF orientation applied), so the geometry is a
             # CPU argument on both backends.
             shape = fn.peek_image_shape(encoded, adjust_orientation=True)
             image = fn.decoders.image(
                 encoded,
                 device="mixed" if device == "gpu" else "cpu",
-                output_type=types.RGB,
+                output_type=types.DALIImageType.RGB,
                 adjust_orientation=True,
                 jpeg_fancy_upsampling=True,  # nvJPEG: chroma upsampling as libjpeg-turbo (the CPU decoder)
             )
         else:
-            image = fn.external_source(name=DECODED_INPUT_NAME, dtype=types.UINT8, ndim=3, layout="HWC",
+            image = fn.external_source(name=DECODED_INPUT_NAME, dtype=types.DALIDataType.UINT8, ndim=3, layout="HWC",
                                        device="cpu")
             shape = image.shape()
             if device == "gpu":

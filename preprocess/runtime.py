@@ -24,6 +24,8 @@ import numpy as np
 from preprocess.graph import DECODED_INPUT_NAME, INPUT_NAME, OUTPUT_NAMES, PreprocessSpec, Source, build_pipeline
 from preprocess.validate import ImageValidator, PreprocessError, sniff
 
+Decoder = Literal["dali", "pil"]  # which decoder produced an image's pixels
+
 if TYPE_CHECKING:  # pragma: no cover
     from common.config import Settings
     from common.model_facts import ClipFacts, YoloFacts
@@ -38,7 +40,7 @@ class PreprocessResult:
     image_size: np.ndarray  # int32 [2] (h, w)
     letterbox: np.ndarray  # float32 [3] (r, left, top)
     decoded_image: np.ndarray  # uint8 [H,W,3]
-    decoder: Literal["dali", "pil"]  # which decoder produced the pixels
+    decoder: Decoder  # which decoder produced the pixels
 
     def as_dict(self) -> dict[str, np.ndarray]:
         """The five outputs by Triton tensor name."""
@@ -65,7 +67,7 @@ class DaliPreprocessor(ImageValidator):
         clip_size: int,
         mean: Sequence[float],
         std: Sequence[float],
-        interpolation: Literal["bilinear", "bicubic"],
+        interpolation: str,
         yolo_size: int = 640,
         pad_value: int = 114,
         *,
@@ -143,16 +145,17 @@ class DaliPreprocessor(ImageValidator):
             self._pipes[source] = pipe
         return pipe
 
-    def _run_batch(self, source: Source, arrays: list[np.ndarray], decoder: str) -> list[PreprocessResult]:
+    def _run_batch(self, source: Source, arrays: list[np.ndarray], decoder: Decoder) -> list[PreprocessResult]:
         pipe = self._pipe(source)
         pipe.feed_input(INPUT_NAME if source == "encoded" else DECODED_INPUT_NAME, arrays)
         outputs = pipe.run()
         return [
-            PreprocessResult(*(np.array(out[k]) for out in outputs), decoder=decoder)  # np.array copies
+            PreprocessResult(**{name: np.array(out[k]) for name, out in zip(OUTPUT_NAMES, outputs, strict=True)},
+                             decoder=decoder)  # np.array copies
             for k in range(len(arrays))
         ]
 
-    def _try_batch(self, source: Source, arrays: list[np.ndarray], decoder: str):
+    def _try_batch(self, source: Source, arrays: list[np.ndarray], decoder: Decoder):
         """(results, None) or (None, exception); a failed pipeline is dropped (DALI invalidates it)."""
         try:
             return self._run_batch(source, arrays, decoder), None

@@ -232,8 +232,8 @@ class ImageValidator:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
                 image.load()
-                image = ImageOps.exif_transpose(image).convert("RGB")
-                return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+                rgb = ImageOps.exif_transpose(image).convert("RGB")
+                return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
         except Image.DecompressionBombError as exc:
             return PreprocessError("too_large", str(exc))
         except Exception as exc:  # OSError, SyntaxError, ValueError, struct.error, EOFError, ...
