@@ -2,7 +2,8 @@
 
 Stages (all by default, `--only` picks some): ingest (OpenSearch vs Triton vs naive PyTorch), bulk (one `_bulk`
 of every image vs streaming), cache (repeated vs cold queries), query (neural vs embed + knn), recall (Lucene
-HNSW vs exact), memory (sampled while ingest and query run). Results go to bench/results/<timestamp>.json and
+HNSW vs exact), memory (sampled while ingest and query run), thumbnails (what the results page's thumbnail adds
+to each document, sent and on disk). Results go to bench/results/<timestamp>.json and
 .md, and bench/results/latest.md. The bench indices are deleted at the end.
 """
 
@@ -25,7 +26,7 @@ from bench.context import Context, connect, create_index, delete_index, index_te
 from common.config import load_config
 from common.errors import run_command
 
-STAGES = ("ingest", "query", "recall", "bulk", "cache")
+STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails")
 console = Console()
 
 
@@ -131,6 +132,13 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
 
         task = progress.add_task("query cache", total=3)
         results["cache"] = cache.run(ctx, ctx.settings.index.name, progress=lambda: progress.advance(task))
+    if "thumbnails" in args.only:
+        from bench import thumbnails
+
+        task = progress.add_task("thumbnails", total=3)
+        with console.status("generating the image set …"):
+            shared = images.image_set(args.images)
+        results["thumbnails"] = thumbnails.run(ctx, shared, tag, progress=lambda: progress.advance(task))
     if "bulk" in args.only:
         from bench import bigbulk
 

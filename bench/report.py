@@ -188,6 +188,23 @@ def markdown(results: dict[str, Any]) -> str:
                         rows)
         lines += [f"One bulk ÷ streaming (images/s): {bulk['one_bulk_x_streaming']}×.", ""]
 
+    thumbs = results.get("thumbnails")
+    if thumbs:
+        chars, disk = thumbs["base64_chars_per_document"], thumbs["store_bytes_per_document"]
+        lines += ["## Thumbnails (what the results page's picture adds to each document)", "",
+                  f"{thumbs['images']} bench JPEGs (mean {round(thumbs['source_jpeg_bytes']['mean'] / 1024, 1)} "
+                  f"KiB); thumbnail: JPEG of at most {thumbs['max_side']} px a side, quality {thumbs['quality']}, "
+                  "base64 in `_source` (stored, not indexed). On disk: the same documents with and without it, "
+                  "each index force-merged to one segment.", ""]
+        lines += _table(["figure", "p50", "mean", "max"], [
+            ["base64 bytes per document (sent, in `_source`)", chars["p50"], chars["mean"], chars["max"]],
+            ["JPEG bytes", thumbs["jpeg_bytes"]["p50"], thumbs["jpeg_bytes"]["mean"], thumbs["jpeg_bytes"]["max"]],
+            ["adapter ms per thumbnail", _s(thumbs["ms_per_thumbnail"]), thumbs["ms_per_thumbnail"]["mean"],
+             thumbs["ms_per_thumbnail"]["max"]],
+            ["on-disk bytes per document", "—", disk, "—"]])
+        lines += [f"The thumbnail is {round(100 * thumbs['share_of_source_image'], 1)} % of the source image's "
+                  "size.", ""]
+
     memory = results.get("memory")
     if memory:
         lines += ["## Memory (MiB)", ""]

@@ -47,5 +47,8 @@ RAW_IMAGE_PATTERNS = (IMAGE_FIELD, "*b64*", "*B64*", "*base64*", "*Base64*", "*B
 IMAGE_URL_FIELD = "image_url"
 FAILURE_FIELD = "failure"  # in a dead letter: {reason, processor, index, doc_id, retryable, image_dropped}
 FAILED_AT_FIELD = "failed_at"
+# The small JPEG (base64) the adapter makes for results pages; stored, never indexed. The pipeline writes it, so
+# its raw-image guard lets it pass when a document comes through again (a reindex, an update).
+THUMBNAIL_FIELD = "thumbnail"
 # Fields the ingest pipeline writes from the analysis; dropped from a dead letter (a half-written result).
-ANALYSIS_FIELDS = ("global_image_embedding", "detected_objects", "width", "height", "model")
+ANALYSIS_FIELDS = ("global_image_embedding", "detected_objects", "width", "height", "model", THUMBNAIL_FIELD)

@@ -9,6 +9,7 @@ is dead-lettered with its image, for replay).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -37,6 +38,7 @@ from connectors.adapter.schemas import (
     EmbedResponse,
     ModelInfo,
 )
+from connectors.adapter.thumbnail import make_thumbnail
 from connectors.adapter.triton import InferenceFailed, TritonModels, TritonUnavailable
 
 REQUESTS = Counter("adapter_requests_total", "Requests by endpoint and outcome", ["endpoint", "outcome"])
@@ -211,8 +213,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for b, c, n, s, e in zip(result["boxes"].tolist(), result["class_ids"], result["class_names"],
                                      result["scores"], result["object_embeddings"], strict=True)
         ]
+        # after the models accepted the image (its pixel count is bounded), off the event loop: it decodes
+        thumbnail = await asyncio.to_thread(make_thumbnail, image)
         return AnalyzeResponse(embedding=result["embedding"].tolist(), width=width, height=height, objects=objects,
-                               model=await model_info())
+                               model=await model_info(), thumbnail=thumbnail)
 
     return app
 

@@ -53,7 +53,7 @@ class AnalyzeRequest(BaseModel):
     def source(self) -> tuple[str, str] | None:
         """("image", b64) or ("image_url", url): the first one actually given."""
         for kind, value in (("image", self.image), ("image_url", self.image_url)):
-            if _present(value):
+            if value is not None and _present(value):
                 return kind, value.strip()
         return None
 
@@ -88,3 +88,5 @@ class AnalyzeResponse(BaseModel):
     height: int
     objects: list[DetectedObject]
     model: ModelInfo
+    thumbnail: str | None = Field(None, description="base64 JPEG, at most 320 px a side, oriented like the boxes; "
+                                                    "null when it could not be made (the analysis still counts)")

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # importable names of packages the adapter must not need (they belong to other extras)
 FOREIGN = ("torch", "torchvision", "open_clip", "timm", "ultralytics", "onnx", "onnxruntime", "nvidia", "pytriton",
-           "opensearchpy", "rich", "PIL")
+           "opensearchpy", "rich")
 
 PROBE = """
 import builtins, sys
@@ -36,6 +36,6 @@ def test_the_adapter_imports_without_other_extras():
 def test_the_adapter_extra_lists_what_the_adapter_imports():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     names = " ".join(extras["adapter"])
-    for package in ("fastapi", "uvicorn", "tritonclient", "prometheus-client"):
+    for package in ("fastapi", "uvicorn", "tritonclient", "prometheus-client", "pillow"):
         assert package in names, package
     assert not any(p in names for p in ("torch", "opensearch-py", "onnxruntime", "nvidia-dali"))

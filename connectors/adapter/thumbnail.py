@@ -1,0 +1,43 @@
+"""The small picture a results page shows: made where the image already is, once, at ingest.
+
+A browser cannot be handed the original (the index never keeps raw images, and a 20 MB photo per result would be
+unusable anyway), so the adapter answers each analysis with a JPEG of at most `MAX_SIDE` pixels, base64, which
+the ingest pipeline copies into the document. It is oriented like the boxes (EXIF orientation applied, as the
+preprocessing does), so a page can draw the boxes, given in original pixels, over it by scaling with
+width/height alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_SIDE = 320
+QUALITY = 80
+
+log = logging.getLogger("visual_search.adapter")
+
+
+def make_thumbnail(image: bytes, max_side: int = MAX_SIDE, quality: int = QUALITY) -> str | None:
+    """Base64 JPEG no larger than `max_side` on either side; None when Pillow cannot read the image.
+
+    Called only after the models accepted the image (so its pixel count is already bounded). A picture Pillow
+    cannot make is not worth failing a document whose analysis succeeded: the page shows a placeholder instead.
+    """
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            # JPEG: decode at 1/2..1/8 scale straight away (DCT scaling), far cheaper than a full decode
+            opened.draft("RGB", (max_side, max_side))
+            picture = ImageOps.exif_transpose(opened)
+            # alpha dropped, grey and CMYK converted, like the preprocessing: the picture shows what the models saw
+            picture = picture.convert("RGB")
+            picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            out = io.BytesIO()
+            picture.save(out, format="JPEG", quality=quality, optimize=True)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        log.warning("no thumbnail: %s: %s", exc.__class__.__name__, exc)
+        return None
+    return base64.b64encode(out.getvalue()).decode("ascii")
