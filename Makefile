@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: up down status bootstrap models opensearch test test-unit lint bench bench-quick bench-gpu demo replay venv clean
+.PHONY: up down status bootstrap models opensearch browser test test-unit lint bench bench-quick bench-gpu demo replay venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ status: venv
 bootstrap: venv
 	$(PY) -m cli bootstrap
 
-test: models opensearch
+# the headless browser the viewer's tests drive (Debian's chromium + chromium-driver), installed when missing
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@(command -v chromium && command -v chromedriver) >/dev/null || \
+		($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver)
+
+test: models opensearch browser
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -rs --durations=15

@@ -1,41 +1,196 @@
-"""The README's search modes as query bodies: the one place the CLI, the demo, the bench and the tests build them."""
+"""The README's search modes as query bodies: the one place the CLI, the viewer, the demo, the bench and the tests
+build them, so what a page shows is exactly what the README tells people to send.
+
+Each mode takes the same optional filters and paging. Called with neither, a builder returns the README's body
+as printed there (the README examples are these functions' output).
+
+Filters come in two kinds, and where each goes matters for k-NN:
+
+* image-level queries: filters on the image (tags, upload date) and on its objects (class, minimum confidence, as
+  a nested clause) go in the `neural` clause's `filter`, so the lucene engine filters while it searches
+  (efficient filtering): a filtered query still returns `k` results, not the survivors of the unfiltered top `k`;
+* object-level queries: class and confidence constrain the *matched* object (the one highlighted), and the nested
+  `neural` clause's `filter` takes either kind efficiently, image fields (k-NN joins them to the parent) or
+  object fields, but not both in one filter (measured on 2.19: a filter mixing them matches nothing, and a
+  `neural` inside a `bool` inside the `nested` query loses the search pipeline's default model id). With both,
+  the object filters stay efficient and the image filters apply to the images found, from more candidates.
+"""
 
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
+from typing import Any
 
-HIDE_VECTORS = {"excludes": ["global_image_embedding", "detected_objects.object_embedding"]}
+OBJECTS = "detected_objects"
+HIDE_VECTORS = {"excludes": ["global_image_embedding", f"{OBJECTS}.object_embedding"]}
+# what the object-level README query returns per image: which image (the matched object comes in inner_hits)
+OBJECT_QUERY_SOURCE = ["image_id", "filename"]
+# candidates an object-level query explores (objects, not images: several may belong to one image)
+OBJECT_CANDIDATES = 50
+# candidates an image-level query explores when filters are set (README: "ask for a larger k than you show")
+FILTERED_CANDIDATES = 100
 
 
-def text_query(text: str, k: int = 5) -> dict:
-    return {"size": k, "_source": HIDE_VECTORS,
-            "query": {"neural": {"global_image_embedding": {"query_text": text, "k": k}}}}
+@dataclass(frozen=True)
+class Filters:
+    """What a result must satisfy. Empty fields do not filter.
+
+    `classes`: the image has an object of one of these classes (object-level: the matched object is one);
+    `min_confidence`: ... with at least this confidence (together with `classes`: the same object satisfies both);
+    `tags`: the image carries every one of these tags; `since` / `until`: upload date bounds, inclusive
+    (anything OpenSearch's date field parses: `2026-01-01`, `now-7d`).
+    """
+
+    classes: tuple[str, ...] = ()
+    min_confidence: float | None = None
+    tags: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+
+    def object_clauses(self) -> list[dict]:
+        """Clauses on one object's fields (to be evaluated in the nested context)."""
+        clauses: list[dict] = []
+        if len(self.classes) == 1:
+            clauses.append({"term": {f"{OBJECTS}.class_name": self.classes[0]}})
+        elif self.classes:
+            clauses.append({"terms": {f"{OBJECTS}.class_name": list(self.classes)}})
+        if self.min_confidence is not None:
+            clauses.append({"range": {f"{OBJECTS}.confidence": {"gte": self.min_confidence}}})
+        return clauses
+
+    def image_clauses(self) -> list[dict]:
+        """Clauses on the image's own fields."""
+        clauses: list[dict] = []
+        if self.since is not None or self.until is not None:
+            bounds = {key: value for key, value in (("gte", self.since), ("lte", self.until)) if value is not None}
+            clauses.append({"range": {"upload_date": bounds}})
+        clauses += [{"term": {"tags": tag}} for tag in self.tags]
+        return clauses
+
+    def for_images(self) -> dict | None:
+        """One filter over images: object clauses wrapped in a nested query (one object must satisfy all)."""
+        clauses = self.image_clauses()
+        objects = self.object_clauses()
+        if objects:
+            inner = objects[0] if len(objects) == 1 else {"bool": {"filter": objects}}
+            clauses.insert(0, {"nested": {"path": OBJECTS, "query": inner}})
+        return {"bool": {"filter": clauses}} if clauses else None
+
+    def __bool__(self) -> bool:
+        return bool(self.object_clauses() or self.image_clauses())
 
 
-def image_query(image: bytes, k: int = 5) -> dict:
-    return {"size": k, "_source": HIDE_VECTORS, "query": {"neural": {"global_image_embedding": {
-        "query_image": base64.b64encode(image).decode(), "k": k}}}}
+NO_FILTERS = Filters()
 
 
-def object_query(text: str, k: int = 5) -> dict:
+def _image_level(vector_input: dict[str, str], k: int, filters: Filters | None, offset: int, candidates: int | None,
+                 source: Any) -> dict:
+    filters = filters or NO_FILTERS
+    neural: dict[str, Any] = {**vector_input, "k": _candidates(k, offset, candidates, FILTERED_CANDIDATES
+                                                               if filters else None)}
+    image_filter = filters.for_images()
+    if image_filter is not None:
+        neural["filter"] = image_filter
+    return _page({"size": k, "_source": source, "query": {"neural": {"global_image_embedding": neural}}}, offset)
+
+
+def _object_level(vector_input: dict[str, str], k: int, filters: Filters | None, offset: int,
+                  candidates: int | None, source: Any) -> dict:
+    filters = filters or NO_FILTERS
+    image_clauses, object_clauses = filters.image_clauses(), filters.object_clauses()
+    post_filtered = bool(image_clauses and object_clauses)
+    neural: dict[str, Any] = {**vector_input, "k": _candidates(
+        k, offset, candidates, OBJECT_CANDIDATES * (4 if post_filtered else 1))}
+    efficient = object_clauses or image_clauses
+    if efficient:
+        neural["filter"] = {"bool": {"filter": efficient}}
+    inner_hits = {"size": 1, "_source": {"excludes": [f"{OBJECTS}.object_embedding"]}}
+    query: dict[str, Any] = {"nested": {"path": OBJECTS, "score_mode": "max",
+                                        "query": {"neural": {f"{OBJECTS}.object_embedding": neural}},
+                                        "inner_hits": inner_hits}}
+    if post_filtered:
+        query = {"bool": {"must": [query], "filter": image_clauses}}
+    return _page({"size": k, "_source": source, "query": query}, offset)
+
+
+def _candidates(k: int, offset: int, candidates: int | None, floor: int | None) -> int:
+    """The k-NN `k`: never fewer than the results up to the end of this page (or that page would be short)."""
+    return max(k + offset, candidates or 0, floor or 0)
+
+
+def _page(body: dict, offset: int) -> dict:
+    if offset:
+        body["from"] = offset
+    return body
+
+
+def _image_input(image: bytes) -> dict[str, str]:
+    return {"query_image": base64.b64encode(image).decode()}
+
+
+def text_query(text: str, k: int = 5, *, filters: Filters | None = None, offset: int = 0,
+               candidates: int | None = None, source: Any = HIDE_VECTORS) -> dict:
+    """Text → image: the images whose global embedding is nearest the text's."""
+    return _image_level({"query_text": text}, k, filters, offset, candidates, source)
+
+
+def image_query(image: bytes, k: int = 5, *, filters: Filters | None = None, offset: int = 0,
+                candidates: int | None = None, source: Any = HIDE_VECTORS) -> dict:
+    """Image → image: `image` is the query image's file bytes (sent base64; OpenSearch embeds it)."""
+    return _image_level(_image_input(image), k, filters, offset, candidates, source)
+
+
+def object_query(text: str, k: int = 5, *, filters: Filters | None = None, offset: int = 0,
+                 candidates: int | None = None, source: Any = OBJECT_QUERY_SOURCE) -> dict:
     """Which images contain an object like `text`, and which object (box, class, confidence) matched."""
-    neural = {"neural": {"detected_objects.object_embedding": {"query_text": text, "k": 50}}}
-    inner_hits = {"size": 1, "_source": {"excludes": ["detected_objects.object_embedding"]}}
-    return {"size": k, "_source": ["image_id", "filename"],
-            "query": {"nested": {"path": "detected_objects", "score_mode": "max", "query": neural,
-                                 "inner_hits": inner_hits}}}
+    return _object_level({"query_text": text}, k, filters, offset, candidates, source)
+
+
+def object_image_query(image: bytes, k: int = 5, *, filters: Filters | None = None, offset: int = 0,
+                       candidates: int | None = None, source: Any = OBJECT_QUERY_SOURCE) -> dict:
+    """Which images contain an object like the query image (a crop of the thing sought, say), and which."""
+    return _object_level(_image_input(image), k, filters, offset, candidates, source)
 
 
 def filtered_query(text: str, class_name: str, min_confidence: float, since: str, k: int = 5) -> dict:
-    object_filter = {"nested": {"path": "detected_objects", "query": {"bool": {"filter": [
-        {"term": {"detected_objects.class_name": class_name}},
-        {"range": {"detected_objects.confidence": {"gte": min_confidence}}}]}}}}
-    return {"size": k, "_source": HIDE_VECTORS, "query": {"neural": {"global_image_embedding": {
-        "query_text": text, "k": 100,
-        "filter": {"bool": {"filter": [object_filter, {"range": {"upload_date": {"gte": since}}}]}}}}}}
+    """The README's filtered example: text → image, among images with a `class_name` object of at least
+    `min_confidence` uploaded since `since`."""
+    return text_query(text, k, filters=Filters(classes=(class_name,), min_confidence=min_confidence, since=since))
 
 
-def hybrid_query(text: str, keywords: str, k: int = 5) -> dict:
+def hybrid_query(text: str, keywords: str, k: int = 5, *, filters: Filters | None = None) -> dict:
+    """Lexical (filename, tags) and neural scores combined by the search pipeline's normalization."""
+    lexical: dict[str, Any] = {"multi_match": {"query": keywords, "fields": ["filename", "tags"]}}
+    neural: dict[str, Any] = {"query_text": text, "k": 50}
+    image_filter = (filters or NO_FILTERS).for_images()
+    if image_filter is not None:  # each sub-query filtered alike, so neither brings in what the other excludes
+        lexical = {"bool": {"must": [lexical], "filter": [image_filter]}}
+        neural["filter"] = image_filter
     return {"size": k, "_source": HIDE_VECTORS, "query": {"hybrid": {"queries": [
-        {"multi_match": {"query": keywords, "fields": ["filename", "tags"]}},
-        {"neural": {"global_image_embedding": {"query_text": text, "k": 50}}}]}}}
+        lexical, {"neural": {"global_image_embedding": neural}}]}}}
+
+
+def search_body(*, text: str | None = None, image: bytes | None = None, objects: bool = False,
+                filters: Filters | None = None, k: int = 10, offset: int = 0, candidates: int | None = None,
+                source: Any = HIDE_VECTORS) -> dict:
+    """The body for what a search form asks: text or a query image, image- or object-level, filtered, paged.
+
+    A query image wins over text (an uploaded image is the more specific request). `source` defaults to
+    everything but the vectors (the thumbnail and every detected object are what a page draws).
+    """
+    if image is not None:
+        builder_image = object_image_query if objects else image_query
+        return builder_image(image, k, filters=filters, offset=offset, candidates=candidates, source=source)
+    if text is None or not text.strip():
+        raise ValueError("give a text or a query image")
+    builder_text = object_query if objects else text_query
+    return builder_text(text, k, filters=filters, offset=offset, candidates=candidates, source=source)
+
+
+def matched_object(hit: dict) -> tuple[int, dict] | None:
+    """(offset in `detected_objects`, the object) that an object-level query matched in this hit, else None."""
+    inner = hit.get("inner_hits", {}).get(OBJECTS, {}).get("hits", {}).get("hits", [])
+    if not inner:
+        return None
+    return int(inner[0]["_nested"]["offset"]), inner[0].get("_source", {})

@@ -90,6 +90,18 @@ class AdapterSettings(_Section):
         return self.public_url or f"http://{self.host}:{self.port}"
 
 
+class ViewerSettings(_Section):
+    """The search page `make up` serves (viewer/): it queries OpenSearch with the opensearch section's credentials,
+    which never reach the browser."""
+
+    host: str = "127.0.0.1"
+    port: int = 8300
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
 class ModelSettings(_Section):
     clip_variant: str = "MobileCLIP2-S2"
     clip_weights: str | None = None
@@ -168,6 +180,7 @@ class Settings(BaseSettings):
     opensearch: OpenSearchSettings = OpenSearchSettings()
     triton: TritonSettings = TritonSettings()
     adapter: AdapterSettings = AdapterSettings()
+    viewer: ViewerSettings = ViewerSettings()
     models: ModelSettings = ModelSettings()
     ml_commons: MLCommonsSettings = MLCommonsSettings()
     index: IndexSettings = IndexSettings()

@@ -58,7 +58,21 @@ def launch_adapter(settings: Settings) -> subprocess.Popen:
                                 cwd=REPO_ROOT)
 
 
+def viewer_command() -> list[str]:
+    return [sys.executable, "-m", "viewer.app"]
+
+
+def launch_viewer(settings: Settings) -> subprocess.Popen:
+    v = settings.viewer
+    if port_open(v.port, v.host):
+        raise StartupError(f"port {v.port} is taken by something that is not a healthy viewer")
+    with (run_dir(settings) / "viewer.log").open("ab") as out:
+        return subprocess.Popen(viewer_command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=REPO_ROOT)
+
+
 def health_urls(settings: Settings) -> dict[str, str]:
-    t, a = settings.triton, settings.adapter
+    t, a, v = settings.triton, settings.adapter, settings.viewer
     return {"opensearch": f"{settings.opensearch.url}/_cluster/health",
-            "triton": f"http://{t.http_url}/v2/health/ready", "adapter": f"http://{a.host}:{a.port}/health"}
+            "triton": f"http://{t.http_url}/v2/health/ready", "adapter": f"http://{a.host}:{a.port}/health",
+            "viewer": f"{v.url}/health"}

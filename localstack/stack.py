@@ -1,5 +1,5 @@
-"""The local stack behind `make up` / `make down` / `make status`: OpenSearch, Triton and the adapter on
-127.0.0.1, started and kept running by the supervisor.
+"""The local stack behind `make up` / `make down` / `make status`: OpenSearch, Triton, the adapter and the viewer
+(the search page) on 127.0.0.1, started and kept running by the supervisor.
 
 `up` starts the supervisor unless one runs (so a second `make up` is safe), waits until every service answers,
 then bootstraps; `down` stops the supervisor, which stops exactly what it started.
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 from rich.console import Console
 
@@ -37,12 +38,13 @@ def start_supervisor(settings: Settings) -> subprocess.Popen | None:
 
 
 def waithealthy(settings: Settings, proc: subprocess.Popen | None) -> None:
-    timeouts = {"opensearch": 240.0, "triton": 360.0, "adapter": 120.0}
+    timeouts = {"opensearch": 240.0, "triton": 360.0, "adapter": 120.0, "viewer": 60.0}
     logs = {"opensearch": run_dir(settings) / "opensearch" / "logs" / "console.log",
-            "triton": run_dir(settings) / "triton.log", "adapter": run_dir(settings) / "adapter.log"}
+            "triton": run_dir(settings) / "triton.log", "adapter": run_dir(settings) / "adapter.log",
+            "viewer": run_dir(settings) / "viewer.log"}
     for name, url in health_urls(settings).items():
         with console.status(f"waiting for {name} …"):
-            wait_until(lambda u=url: healthy(u), proc, timeouts[name], name, logs[name])
+            wait_until(partial(healthy, url), proc, timeouts[name], name, logs[name])
         console.print(f"{name}: up")
 
 
@@ -66,6 +68,7 @@ def up(settings: Settings, bootstrap: Callable[[], None] | None = None) -> int:
     status(settings)
     console.print("\nTry a neural text query (no model id needed, the search pipeline supplies it):")
     console.print(example_query(settings), highlight=False, soft_wrap=True)
+    console.print(f"\nOr look at the results, boxes drawn: {settings.viewer.url}/?q=a+red+circle", highlight=False)
     return 0
 
 
@@ -79,6 +82,7 @@ def status(settings: Settings) -> int:
         ("Triton gRPC", None, t.grpc_url),
         ("Triton metrics", None, f"http://{t.host}:{t.metrics_port}/metrics"),
         ("adapter", "adapter", f"http://{a.host}:{a.port}"),
+        ("viewer", "viewer", f"{settings.viewer.url}/"),
     ]
     for label, name, where in rows:
         state = ("up" if healthy(health[name]) else "down") if name else ""
@@ -100,7 +104,8 @@ def down(settings: Settings) -> int:
         while time.monotonic() < deadline and supervisor.pid_alive(pid):
             time.sleep(0.5)
         console.print(f"supervisor: stopped (pid {pid})")
-    for name, pid_file in (("adapter", run / "adapter.pid"), ("Triton", run / "triton.pid"),
+    for name, pid_file in (("viewer", run / "viewer.pid"), ("adapter", run / "adapter.pid"),
+                           ("Triton", run / "triton.pid"),
                            ("OpenSearch", run / "opensearch" / "opensearch.pid")):
         pid = supervisor.read_pid(pid_file)
         if pid is None:

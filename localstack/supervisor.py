@@ -1,4 +1,5 @@
-"""Keeps the local stack running: starts OpenSearch, Triton and the adapter, and restarts whichever dies.
+"""Keeps the local stack running: starts OpenSearch, Triton, the adapter and the viewer, and restarts whichever
+dies.
 
 `make up` starts this as a detached process (`python -m localstack.supervisor`); it launches each service in its
 own session, polls them once a second, and relaunches one that exited, with a backoff that doubles while it
@@ -27,7 +28,15 @@ from typing import Any
 from bootstrap.redeploy import ensure_deployed
 from common.config import Settings, load_config
 from localstack.processes import stop_pid
-from localstack.services import health_urls, healthy, launch_adapter, opensearch_node, run_dir, triton_server
+from localstack.services import (
+    health_urls,
+    healthy,
+    launch_adapter,
+    launch_viewer,
+    opensearch_node,
+    run_dir,
+    triton_server,
+)
 
 STATE_FILE = "supervisor.json"
 PID_FILE = "supervisor.pid"
@@ -95,7 +104,7 @@ def read_pid(path: Path) -> int | None:
 
 
 def services(settings: Settings) -> list[Service]:
-    """OpenSearch, Triton, the adapter: in start order."""
+    """OpenSearch, Triton, the adapter, the viewer: in start order."""
     run = run_dir(settings)
 
     def redeploy() -> None:
@@ -106,6 +115,7 @@ def services(settings: Settings) -> list[Service]:
                 ready=lambda: healthy(health_urls(settings)["opensearch"]), after_ready=redeploy),
         Service("triton", lambda: triton_server(settings).launch(), run / "triton.pid"),
         Service("adapter", lambda: launch_adapter(settings), run / "adapter.pid"),
+        Service("viewer", lambda: launch_viewer(settings), run / "viewer.pid"),
     ]
 
 

@@ -30,17 +30,18 @@ pytestmark = pytest.mark.integration
 
 class Stack:
     def __init__(self, run: Path) -> None:
-        ports = {name: free_port() for name in ("os", "transport", "http", "grpc", "metrics", "adapter")}
+        ports = {name: free_port() for name in ("os", "transport", "http", "grpc", "metrics", "adapter", "viewer")}
         self.env = {**os.environ,
                     "VS_RUN_DIR": str(run),
                     "VS_OPENSEARCH__URL": f"http://127.0.0.1:{ports['os']}",
                     "VS_OPENSEARCH__TRANSPORT_PORT": str(ports["transport"]),
                     "VS_TRITON__HTTP_PORT": str(ports["http"]), "VS_TRITON__GRPC_PORT": str(ports["grpc"]),
-                    "VS_TRITON__METRICS_PORT": str(ports["metrics"]), "VS_ADAPTER__PORT": str(ports["adapter"])}
+                    "VS_TRITON__METRICS_PORT": str(ports["metrics"]), "VS_ADAPTER__PORT": str(ports["adapter"]),
+                    "VS_VIEWER__PORT": str(ports["viewer"])}
         self.settings: Settings = load_config(
             run_dir=run, opensearch={"url": self.env["VS_OPENSEARCH__URL"], "transport_port": ports["transport"]},
             triton={"http_port": ports["http"], "grpc_port": ports["grpc"], "metrics_port": ports["metrics"]},
-            adapter={"port": ports["adapter"]})
+            adapter={"port": ports["adapter"]}, viewer={"port": ports["viewer"]})
         self.run = run
 
     def cli(self, *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:
@@ -111,7 +112,9 @@ def neural_hits(stack: Stack, text: str) -> list[str]:
 
 
 def test_up_starts_a_supervised_stack_and_bootstraps_it(stack):
-    assert {s["name"] for s in supervisor.state(stack.settings)["services"]} == {"opensearch", "triton", "adapter"}
+    assert {s["name"] for s in supervisor.state(stack.settings)["services"]} == {"opensearch", "triton", "adapter",
+                                                                                 "viewer"}
+    assert httpx.get(f"{stack.settings.viewer.url}/health", timeout=10).json()["opensearch"] == "up"
     assert models_deployed(stack)
     assert len(stack.index_one("first")["global_image_embedding"]) > 0
 
