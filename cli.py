@@ -118,6 +118,48 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_FAILED if outcome.errors else EXIT_OK
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """Prints what a search returns (id, score, the matched object) and, with --html, writes a contact sheet: the
+    results as they look, boxes drawn, in one file that opens anywhere (pictures inline)."""
+    from pathlib import Path
+
+    from bootstrap.opensearch_api import connect
+    from client.queries import HIDE_VECTORS, Filters, search_body
+    from client.results import SearchFailed, contact_sheet, line, search, view
+
+    settings = load_config()
+    if not args.text and not args.image:
+        err_console.print("[red]error:[/red] give a text query or --image FILE")
+        return EXIT_UNUSABLE
+    image = None
+    if args.image:
+        try:
+            image = Path(args.image).read_bytes()
+        except OSError as exc:
+            raise SearchFailed(f"cannot read the query image {args.image}: {exc.strerror or exc}") from exc
+    filters = Filters(classes=tuple(args.classes or ()), min_confidence=args.min_confidence,
+                      tags=tuple(args.tags or ()), since=args.since, until=args.until)
+    body = search_body(text=args.text, image=image, objects=args.objects, filters=filters, k=args.k,
+                       source=HIDE_VECTORS)
+    try:
+        found = search(connect(settings.opensearch), settings.index.name, body)
+    except SearchFailed as exc:
+        if exc.status is None:
+            raise SearchFailed(f"{exc} at {settings.opensearch.url}") from exc
+        raise
+    results = [view(hit) for hit in found["hits"]["hits"]]
+    for result in results:
+        console.print(line(result), markup=False, highlight=False, soft_wrap=True)
+    if not results:
+        console.print("no results")
+    if args.html:
+        what = f"image {Path(args.image).name}" if args.image else repr(args.text)
+        title = f"{'objects like' if args.objects else 'images like'} {what}: {len(results)} result(s)"
+        Path(args.html).write_text(contact_sheet(results, title))
+        console.print(f"contact sheet: {args.html}", markup=False, highlight=False)
+    return EXIT_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from localstack.stack import status
 
@@ -147,6 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     redrive.add_argument("--all", action="store_true", help="also permanently failed ones (e.g. after a model fix)")
     redrive.add_argument("ids", nargs="*", help="only these dead-letter ids")
     redrive.set_defaults(func=cmd_replay)
+    find = sub.add_parser("search", help="search the images index and print the results (id, score, matched "
+                                         "object); --html writes a contact sheet with the boxes drawn")
+    find.add_argument("text", nargs="?", help="what to look for, e.g. \"a red circle\"")
+    find.add_argument("--image", metavar="FILE", help="search by this image instead of text")
+    find.add_argument("--objects", action="store_true", help="object-level: images with an object like the query, "
+                                                              "and which object matched")
+    find.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    find.add_argument("--class", dest="classes", action="append", metavar="NAME",
+                      help="only images with an object of this class (object-level: the matched one); repeatable")
+    find.add_argument("--min-confidence", type=float, metavar="C", help="... with at least this confidence")
+    find.add_argument("--tag", dest="tags", action="append", metavar="TAG", help="only images with this tag; "
+                                                                                 "repeatable (all of them)")
+    find.add_argument("--since", metavar="DATE", help="uploaded on or after (2026-01-01, now-30d)")
+    find.add_argument("--until", metavar="DATE", help="uploaded on or before")
+    find.add_argument("--html", metavar="OUT.html", help="write a self-contained contact sheet of the results")
+    find.set_defaults(func=cmd_search)
     return parser
 
 
