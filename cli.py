@@ -38,30 +38,45 @@ LOCK_WAIT_S = 600.0
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Plan, then apply under the bootstrap lock. A plan that replaces an index is refused (exit 2, the reason on
+    stderr, the plan on stdout) unless --allow-reindex; --dry-run prints the plan and changes nothing."""
     from bootstrap.lock import bootstrap_lock
     from bootstrap.opensearch_api import Cluster, connect
-    from bootstrap.reconcile import Reconciler
+    from bootstrap.reconcile import Plan, Reconciler, ReplaceRefused
     from common.model_facts import ClipFacts
 
     settings = load_config()
     clip = ClipFacts.load(settings.clip_dir)
     if not args.skip_preflight:
         adapter_ready(settings)
+    allow_reindex = bool(getattr(args, "allow_reindex", False))
     cluster = Cluster(connect(settings.opensearch), settings.opensearch.url)
-    reconciler = Reconciler(cluster, settings, dry_run=args.dry_run)
+    reconciler = Reconciler(cluster, settings, dry_run=args.dry_run, allow_reindex=allow_reindex,
+                            say=lambda message: console.print(message, markup=False, highlight=False))
+
+    def show(title: str, plan: Plan) -> None:
+        console.print(f"[bold]{title}[/bold] against {settings.opensearch.url}")
+        for line in plan.lines():
+            console.print(f"  {line}", markup=False, highlight=False)
+        console.print(plan.summary(), markup=False, highlight=False)
+
     if args.dry_run:
         plan = reconciler.run(clip)  # reads only: nothing for another run to collide with
-    else:
-        # find-then-create is only safe one run at a time: two concurrent runs could both create
+        show("plan (dry run, nothing applied)", plan)
+        if plan.replacements and not allow_reindex:
+            console.print("applying this plan needs --allow-reindex: it replaces an index (see the replace steps)",
+                          markup=False, highlight=False)
+        return EXIT_OK
+    try:
+        # observe-then-create is only safe one run at a time: two concurrent runs could both create
         with bootstrap_lock(cluster, wait_s=getattr(args, "lock_wait", LOCK_WAIT_S),
                             on_wait=lambda message: console.print(f"[yellow]lock:[/yellow] {message}",
                                                                   highlight=False)):
             plan = reconciler.run(clip)
-    title = "plan (dry run, nothing applied)" if args.dry_run else "bootstrap"
-    console.print(f"[bold]{title}[/bold] against {settings.opensearch.url}")
-    for step in plan.steps:
-        console.print(f"  {step}")
-    console.print(f"{len(plan.changes)} change(s), {len(plan.steps) - len(plan.changes)} unchanged")
+    except ReplaceRefused as exc:
+        show("plan (refused, nothing applied)", exc.plan)
+        raise  # its message, naming --allow-reindex and the reason, goes to stderr; exit 2
+    show("bootstrap", plan)
     return EXIT_OK
 
 
@@ -174,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     boot.add_argument("--skip-preflight", action="store_true", help="do not check the adapter's health first")
     boot.add_argument("--lock-wait", type=float, default=LOCK_WAIT_S, metavar="SECONDS",
                       help="how long to wait for another bootstrap of the same cluster to finish")
+    boot.add_argument("--allow-reindex", action="store_true",
+                      help="allow replacing an index whose mapping cannot change in place (e.g. a new vector "
+                           "dimension): a new version is built, documents with image_url are re-analyzed, the alias "
+                           "moves; writes to the index are refused meanwhile")
     boot.set_defaults(func=cmd_bootstrap)
     up = sub.add_parser("up", help="start OpenSearch, Triton and the adapter on 127.0.0.1, then bootstrap")
     up.add_argument("--no-bootstrap", action="store_true")
