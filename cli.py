@@ -56,8 +56,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
     def show(title: str, plan: Plan) -> None:
         console.print(f"[bold]{title}[/bold] against {settings.opensearch.url}")
-        for line in plan.lines():
-            console.print(f"  {line}", markup=False, highlight=False)
+        for line in plan.lines():  # one line per step, never wrapped: the plan is read and grepped
+            console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
         console.print(plan.summary(), markup=False, highlight=False)
 
     if args.dry_run:
