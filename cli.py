@@ -99,6 +99,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bootstrap.opensearch_api import connect
+    from client.bulk import resolve
     from client.demo import run_examples
     from client.ingest import image_files, ingest_folder, write_sample_images
 
@@ -110,7 +111,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     client = connect(settings.opensearch)
     outcome = ingest_folder(client, settings.index.name, folder)
     dead = outcome.count(settings.index.dead_letter)
-    console.print(f"indexed: {outcome.count(settings.index.name)}, dead-lettered ({settings.index.dead_letter}): "
+    indexed = outcome.count(*resolve(client, settings.index.name))
+    console.print(f"indexed: {indexed}, dead-lettered ({settings.index.dead_letter}): "
                   f"{dead}, rejected: {len(outcome.rejected)}, item retries: {outcome.retries}")
     for item in outcome.rejected[:10]:
         err_console.print(f"  rejected {item.id}: {item.status} {item.error}", highlight=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
-from opensearchpy.exceptions import ConnectionTimeout, TransportError
+from opensearchpy.exceptions import ConnectionTimeout, NotFoundError, TransportError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 RETRYABLE_STATUS = frozenset({429, 502, 503, 504})
@@ -59,8 +59,18 @@ class BulkOutcome:
         else:
             self.rejected.append(result)
 
-    def count(self, index: str) -> int:
-        return self.by_index.get(index, 0)
+    def count(self, *indices: str) -> int:
+        """Documents that went to any of `indices` (an alias and the versions behind it, say)."""
+        return sum(self.by_index.get(index, 0) for index in indices)
+
+
+def resolve(client: OpenSearch, name: str) -> set[str]:
+    """`name` and, when it is an alias, the indices behind it: bulk responses name the concrete index."""
+    try:
+        behind = client.indices.get_alias(name=name)
+    except NotFoundError:
+        return {name}
+    return {name, *behind}
 
 
 def chunks(docs: Iterable[Doc], max_docs: int, max_bytes: int) -> Iterator[list[Doc]]:

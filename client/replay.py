@@ -16,7 +16,7 @@ from typing import Any
 from opensearchpy import OpenSearch, helpers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from client.bulk import BulkSender, Doc, chunks
+from client.bulk import BulkSender, Doc, chunks, resolve
 from common import contract
 
 
@@ -98,13 +98,14 @@ def replay(client: OpenSearch, index: str, dead_letter_index: str, *, include_pe
             group = [letter for letter in letters if letter.target_index == target]
             by_doc = {letter.doc.id: letter for letter in group}
             sender = BulkSender(client, target)
+            landed = resolve(client, target)  # the alias and the version behind it, after an index replacement
             for batch in chunks([letter.doc for letter in group], bulk_docs, bulk_bytes):
                 present = _already_indexed(client, target, [doc.id for doc in batch])
                 done = [by_doc[doc_id] for doc_id in present]
                 results, _ = sender.send([doc for doc in batch if doc.id not in present])
                 for result in results:
                     letter = by_doc[result.id]
-                    if result.index == target and result.error is None:
+                    if result.index in landed and result.error is None:
                         done.append(letter)
                     elif result.index == dead_letter_index:
                         outcome.failed_again += 1
