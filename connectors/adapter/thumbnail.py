@@ -13,7 +13,7 @@ import base64
 import io
 import logging
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 MAX_SIDE = 320
 QUALITY = 80
@@ -37,7 +37,7 @@ def make_thumbnail(image: bytes, max_side: int = MAX_SIDE, quality: int = QUALIT
             picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             out = io.BytesIO()
             picture.save(out, format="JPEG", quality=quality, optimize=True)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Exception as exc:  # whatever Pillow (or a plugin patched into it) raises, the document is not failed
         log.warning("no thumbnail: %s: %s", exc.__class__.__name__, exc)
         return None
     return base64.b64encode(out.getvalue()).decode("ascii")
