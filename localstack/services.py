@@ -49,26 +49,24 @@ def adapter_command() -> list[str]:
     return [sys.executable, "-m", "connectors.adapter.app"]
 
 
-def launch_adapter(settings: Settings) -> subprocess.Popen:
-    a = settings.adapter
-    if port_open(a.port, a.host):
-        raise StartupError(f"port {a.port} is taken by something that is not a healthy adapter")
-    with (run_dir(settings) / "adapter.log").open("ab") as out:
-        return subprocess.Popen(adapter_command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=REPO_ROOT)
-
-
 def viewer_command() -> list[str]:
     return [sys.executable, "-m", "viewer.app"]
 
 
+def _launch(settings: Settings, name: str, command: list[str], host: str, port: int) -> subprocess.Popen:
+    """One of our own Python services, detached, logging to <run>/<name>.log; refuses a port already taken."""
+    if port_open(port, host):
+        raise StartupError(f"port {port} is taken by something that is not a healthy {name}")
+    with (run_dir(settings) / f"{name}.log").open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO_ROOT)
+
+
+def launch_adapter(settings: Settings) -> subprocess.Popen:
+    return _launch(settings, "adapter", adapter_command(), settings.adapter.host, settings.adapter.port)
+
+
 def launch_viewer(settings: Settings) -> subprocess.Popen:
-    v = settings.viewer
-    if port_open(v.port, v.host):
-        raise StartupError(f"port {v.port} is taken by something that is not a healthy viewer")
-    with (run_dir(settings) / "viewer.log").open("ab") as out:
-        return subprocess.Popen(viewer_command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=REPO_ROOT)
+    return _launch(settings, "viewer", viewer_command(), settings.viewer.host, settings.viewer.port)
 
 
 def health_urls(settings: Settings) -> dict[str, str]:

@@ -163,3 +163,18 @@ def triton(triton_server):
     import tritonclient.http as http
 
     return http.InferenceServerClient(triton_server.http_url)
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A plain HTTP server on 127.0.0.1 for image_url documents: (the folder it serves, its base URL)."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path_factory.mktemp("served")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

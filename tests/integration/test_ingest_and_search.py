@@ -7,9 +7,6 @@ cosine over the vectors OpenSearch stored, filters by evaluating the predicate o
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
-import threading
 
 import numpy as np
 import pytest
@@ -26,17 +23,6 @@ EXCLUDE_VECTORS = {"excludes": ["global_image_embedding", "detected_objects.obje
 def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return (a @ b.T) / np.outer(np.linalg.norm(a, axis=-1), np.linalg.norm(b, axis=-1)).squeeze()
-
-
-@pytest.fixture(scope="module")
-def image_server(tmp_path_factory):
-    """A plain HTTP server on 127.0.0.1 for image_url documents."""
-    root = tmp_path_factory.mktemp("served")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")

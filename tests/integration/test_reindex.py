@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import http.server
 import io
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +36,6 @@ from client.replay import replay
 from common.config import Settings
 from common.model_facts import ClipFacts
 from export.shapes.dataset import render
-from localstack.processes import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -111,16 +108,6 @@ def remove_deployment(cluster: Cluster, settings: Settings) -> None:
                          (cluster.delete_index_template, idx.name), (cluster.delete_index_template, idx.dead_letter)):
         with contextlib.suppress(ClusterError):
             delete(name)
-
-
-@pytest.fixture(scope="module")
-def image_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    root = tmp_path_factory.mktemp("reidx-served")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
 
 
 @pytest.fixture(scope="module")
