@@ -16,7 +16,7 @@ from typing import Any
 from opensearchpy import OpenSearch, helpers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from client.bulk import BulkSender, Doc, chunks, resolve
+from client.bulk import BulkSender, Doc, resolve
 from common import contract
 
 
@@ -78,42 +78,57 @@ def _scan(client: OpenSearch, dead_letter_index: str, query: dict[str, Any]) -> 
 
 def replay(client: OpenSearch, index: str, dead_letter_index: str, *, include_permanent: bool = False,
            ids: list[str] | None = None, bulk_docs: int = 16, bulk_bytes: int = 8_000_000) -> ReplayOutcome:
-    """Replays the selected dead letters into their target index; prints a progress bar."""
+    """Replays the selected dead letters into their target index as they are read (a dead letter may hold a
+    20 MB image: only one bulk's worth per target is ever in memory); prints a progress bar."""
     outcome = ReplayOutcome()
     query = dead_letter_query(include_permanent, ids)
     client.indices.refresh(index=dead_letter_index)
-    total = client.count(index=dead_letter_index, body=query)["count"]
-    letters: list[DeadLetter] = []
-    for hit in _scan(client, dead_letter_index, query):
-        letter = as_dead_letter(hit, index)
-        if letter is None:
-            outcome.not_replayable.append(hit["_id"])
-        else:
-            letters.append(letter)
-    outcome.considered = total
+    outcome.considered = client.count(index=dead_letter_index, body=query)["count"]
+    pending: dict[str, list[DeadLetter]] = {}
+    pending_bytes: dict[str, int] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns) as progress:
-        task = progress.add_task(f"replaying {dead_letter_index}", total=len(letters))
-        for target in sorted({letter.target_index for letter in letters}):
-            group = [letter for letter in letters if letter.target_index == target]
-            by_doc = {letter.doc.id: letter for letter in group}
-            sender = BulkSender(client, target)
-            landed = resolve(client, target)  # the alias and the version behind it, after an index replacement
-            for batch in chunks([letter.doc for letter in group], bulk_docs, bulk_bytes):
-                present = _already_indexed(client, target, [doc.id for doc in batch])
-                done = [by_doc[doc_id] for doc_id in present]
-                results, _ = sender.send([doc for doc in batch if doc.id not in present])
-                for result in results:
-                    letter = by_doc[result.id]
-                    if result.index in landed and result.error is None:
-                        done.append(letter)
-                    elif result.index == dead_letter_index:
-                        outcome.failed_again += 1
-                    else:
-                        outcome.errors.append(f"{result.id}: {result.status} {result.error}")
-                outcome.indexed += _remove(client, dead_letter_index, done)
+        task = progress.add_task(f"replaying {dead_letter_index}", total=outcome.considered)
+
+        def flush(target: str) -> None:
+            batch = pending.pop(target, [])
+            pending_bytes.pop(target, None)
+            if batch:
+                _replay_batch(client, target, dead_letter_index, batch, outcome)
                 progress.advance(task, len(batch))
+
+        for hit in _scan(client, dead_letter_index, query):
+            letter = as_dead_letter(hit, index)
+            if letter is None:
+                outcome.not_replayable.append(hit["_id"])
+                progress.advance(task)
+                continue
+            target = letter.target_index
+            pending.setdefault(target, []).append(letter)
+            pending_bytes[target] = pending_bytes.get(target, 0) + len(letter.doc.action(target))
+            if len(pending[target]) >= bulk_docs or pending_bytes[target] >= bulk_bytes:
+                flush(target)
+        for target in list(pending):
+            flush(target)
     return outcome
+
+
+def _replay_batch(client: OpenSearch, target: str, dead_letter_index: str, batch: list[DeadLetter],
+                  outcome: ReplayOutcome) -> None:
+    """Sends one bulk of dead letters to `target` and removes those that are indexed there now."""
+    by_doc = {letter.doc.id: letter for letter in batch}
+    landed = resolve(client, target)  # the alias and the version behind it, after an index replacement
+    present = _already_indexed(client, target, list(by_doc))
+    done = [by_doc[doc_id] for doc_id in present]
+    results, _ = BulkSender(client, target).send([letter.doc for letter in batch if letter.doc.id not in present])
+    for result in results:
+        if result.index in landed and result.error is None:
+            done.append(by_doc[result.id])
+        elif result.index == dead_letter_index:
+            outcome.failed_again += 1
+        else:
+            outcome.errors.append(f"{result.id}: {result.status} {result.error}")
+    outcome.indexed += _remove(client, dead_letter_index, done)
 
 
 def _already_indexed(client: OpenSearch, index: str, ids: list[str]) -> set[str]:
