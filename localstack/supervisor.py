@@ -120,11 +120,16 @@ def services(settings: Settings) -> list[Service]:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, poll_s: float = 1.0) -> None:
-        self.run = run_dir(settings)
-        self.services = services(settings)
+    def __init__(self, run: Path, supervised: list[Service], poll_s: float = 1.0) -> None:
+        self.run = run
+        self.services = supervised
         self.poll_s = poll_s
         self.stopping = False
+
+    @classmethod
+    def for_stack(cls, settings: Settings) -> Supervisor:
+        """The local stack's services, as the config names them."""
+        return cls(run_dir(settings), services(settings))
 
     def write_state(self) -> None:
         state = {"pid": os.getpid(), "updated": time.time(), "services": [asdict(s.state) for s in self.services]}
@@ -230,7 +235,7 @@ def state(settings: Settings) -> dict[str, Any] | None:
 
 
 def main() -> int:
-    Supervisor(load_config()).serve()
+    Supervisor.for_stack(load_config()).serve()
     return 0
 
 

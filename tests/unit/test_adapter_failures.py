@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import io
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -19,38 +18,13 @@ from common.config import load_config
 from common.contract import PERMANENT_MARK, RETRYABLE_FIELD, THROTTLING_HEADER, THROTTLING_VALUE
 from connectors.adapter.app import create_app
 from connectors.adapter.triton import InferenceFailed, TritonUnavailable
+from tests.triton_double import FakeTriton
 
 
 def jpeg_b64() -> str:
     out = io.BytesIO()
     Image.new("RGB", (32, 32), (200, 20, 20)).save(out, "JPEG")
     return base64.b64encode(out.getvalue()).decode()
-
-
-class FakeTriton:
-    """Answers like the analyze_image ensemble, or fails the way it is told to."""
-
-    def __init__(self) -> None:
-        self.fail: Exception | None = None
-        self.calls = 0
-
-    async def analyze(self, image: bytes) -> dict[str, np.ndarray]:
-        self.calls += 1
-        if self.fail is not None:
-            raise self.fail
-        return {"embedding": np.ones(4, np.float32) / 2, "image_size": np.array([32, 32]),
-                "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                "class_ids": np.zeros(0, np.int32), "class_names": np.array([], dtype=object),
-                "object_embeddings": np.zeros((0, 4), np.float32)}
-
-    async def parameters(self, model: str) -> dict[str, str]:
-        return {"clip_variant": "test", "clip_weights": "none", "detector": "test", "detector_weights": "none"}
-
-    async def ready(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture

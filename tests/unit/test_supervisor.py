@@ -23,9 +23,7 @@ def crasher() -> subprocess.Popen:
 
 
 def make(tmp_path: Path, *services: Service) -> Supervisor:
-    sup = Supervisor.__new__(Supervisor)
-    sup.run, sup.services, sup.poll_s, sup.stopping = tmp_path, list(services), 0.01, False
-    return sup
+    return Supervisor(tmp_path, list(services), poll_s=0.01)
 
 
 def test_a_dead_service_is_restarted_and_counted(tmp_path):

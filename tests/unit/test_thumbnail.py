@@ -13,6 +13,7 @@ from PIL import Image
 from common.config import load_config
 from connectors.adapter.app import create_app
 from connectors.adapter.thumbnail import MAX_SIDE, make_thumbnail
+from tests.triton_double import FakeTriton, analysis
 
 EXIF_ORIENTATION = 0x0112
 
@@ -71,29 +72,10 @@ def test_what_pillow_cannot_read_gives_none_not_an_error(data):
     assert make_thumbnail(data) is None
 
 
-class FakeTriton:
-    """Answers like the analyze_image ensemble for a 640×480 image with one object."""
-
-    async def analyze(self, image: bytes) -> dict[str, np.ndarray]:
-        return {"embedding": np.ones(4, np.float32) / 2, "image_size": np.array([480, 640]),
-                "boxes": np.array([[10, 20, 110, 220]], np.float32), "scores": np.array([0.9], np.float32),
-                "class_ids": np.array([1], np.int32), "class_names": np.array([b"square"], dtype=object),
-                "object_embeddings": np.ones((1, 4), np.float32) / 2}
-
-    async def parameters(self, model: str) -> dict[str, str]:
-        return {"clip_variant": "test", "clip_weights": "none", "detector": "test", "detector_weights": "none"}
-
-    async def ready(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        pass
-
-
 def test_analyze_answers_with_the_thumbnail_and_boxes_in_original_pixels():
     app = create_app(load_config())
     with TestClient(app) as client:
-        app.state.triton = FakeTriton()
+        app.state.triton = FakeTriton(analysis(480, 640, [[10, 20, 110, 220]], [(1, "square")]))
         image = encode(Image.new("RGB", (640, 480), (20, 20, 200)), "JPEG")
         body = client.post("/v1/analyze", json={"image": base64.b64encode(image).decode()}).json()
     assert decode(body["thumbnail"]).size == (320, 240)
