@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from common.errors import VisualSearchError
@@ -37,12 +37,51 @@ class OpenSearchSettings(_Section):
     verify_certs: bool = False
     heap: str = "1g"
     transport_port: int = 9300
+    # The security plugin (TLS with the project's own CA, users, roles). On: the URL's scheme is https, the server's
+    # certificate is always verified (against ca_certs), and without a username the tools log in with the users in
+    # <run_dir>/credentials.json (generated at the first secure start).
+    security: bool = False
+    ca_certs: Path | None = None  # the CA that signed the cluster's certificate; null = <run_dir>/certs/ca.pem
+    _run_path: Path | None = PrivateAttr(None)  # set by Settings: where the generated credentials and CA live
 
     @property
     def http_port(self) -> int:
         from urllib.parse import urlparse
 
         return urlparse(self.url).port or 9200
+
+    @property
+    def credentials_path(self) -> Path | None:
+        from common.credentials import CREDENTIALS_FILE
+
+        return self._run_path / CREDENTIALS_FILE if self._run_path is not None else None
+
+    @property
+    def ca_path(self) -> Path | None:
+        """The CA to verify the cluster with; None when security is off and none is named."""
+        if self.ca_certs is not None:
+            return self.ca_certs
+        if self.security and self._run_path is not None:
+            return self._run_path / "certs" / "ca.pem"
+        return None
+
+    @property
+    def verify(self) -> bool | str:
+        """What an HTTP client's `verify` takes: the CA file, or whether to verify with the system's CAs."""
+        ca = self.ca_path
+        return str(ca) if ca is not None else self.verify_certs
+
+    def auth(self, user: str | None = None) -> tuple[str, str] | None:
+        """(username, password) to log in with: the configured ones, else (security on) `user` (default admin) from
+        the generated credentials file, read now (it may be written after the config was loaded)."""
+        if self.username:
+            return self.username, self.password or ""
+        if not self.security or self.credentials_path is None:
+            return None
+        from common.credentials import ADMIN_USER, read_credentials
+
+        name = user or ADMIN_USER
+        return name, read_credentials(self.credentials_path).password(name)
 
 
 class TritonSettings(_Section):
@@ -84,6 +123,9 @@ class AdapterSettings(_Section):
     unavailable_retry_s: float = Field(120, ge=0)
     # query embeddings kept for repeated queries (0 turns the cache off); about 4 × dimension bytes each
     embed_cache_entries: int = Field(10_000, ge=0)
+    # The bearer token every request but /health must carry (the connectors send it). null: none required, unless
+    # opensearch.security is on, which takes the one generated in <run_dir>/credentials.json.
+    token: str | None = None
 
     @property
     def url(self) -> str:
@@ -195,6 +237,24 @@ class Settings(BaseSettings):
             raise ValueError(f"ml_commons.read_timeout_s ({self.ml_commons.read_timeout_s}) must exceed "
                              f"adapter.max_queue_wait_s ({self.adapter.max_queue_wait_s})")
         return self
+
+    @model_validator(mode="after")
+    def _secured_over_https(self) -> Settings:
+        """Security on means TLS: a local http:// URL becomes https:// (the secure node serves nothing else), and the
+        OpenSearch section learns where the generated credentials and CA are."""
+        if self.opensearch.security and self.opensearch.url.startswith("http://"):
+            self.opensearch.url = "https://" + self.opensearch.url.removeprefix("http://")
+        self.opensearch._run_path = self.run_path
+        return self
+
+    @property
+    def adapter_token(self) -> str | None:
+        """The token the adapter requires and the connectors send: configured, else (security on) generated."""
+        if self.adapter.token or not self.opensearch.security:
+            return self.adapter.token
+        from common.credentials import CREDENTIALS_FILE, read_credentials
+
+        return read_credentials(self.run_path / CREDENTIALS_FILE).adapter_token
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -13,6 +13,10 @@ the plugin zips, and the module jars. So this file:
 
 The build happens in a staging folder and is moved into place when complete, then a marker records
 the recipe, so a second call (or a call after an interrupted one) is cheap and never half-built.
+
+The security plugin goes into a second tree, `opensearch-<version>-secure`, made from the first one with
+hard links plus the plugin: a node without security runs exactly the distribution it ran before (no plugin
+installed and switched off), the two never rebuild each other, and the copy costs no disk space.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Sequence
@@ -73,6 +78,10 @@ PLUGINS: tuple[PluginSpec, ...] = (
     # Published as `neural-search`, not `opensearch-neural-search` (that coordinate is not served).
     PluginSpec("opensearch-neural-search", "org.opensearch.plugin", "neural-search"),  # extends k-NN
 )
+
+# Only in the secure tree (see the module docstring); 43.8 MB on Maven Central.
+SECURITY_PLUGIN = PluginSpec("opensearch-security", "org.opensearch.plugin", "opensearch-security")
+SECURE_SUFFIX = "-secure"
 
 MODULES: tuple[ModuleSpec, ...] = (
     # k-NN extends it; ML Commons runs painless pre/post-processing scripts.
@@ -225,8 +234,10 @@ def write_poms(maven_dir: Path, version: str) -> None:
         )
 
 
-def run_maven(maven_dir: Path, version: str, progress: bool) -> None:
-    """`mvn -B validate` on the reactor; on failure raise with the coordinates Maven could not get."""
+def run_maven(maven_dir: Path, version: str, progress: bool, wanted: Sequence[str] | None = None) -> None:
+    """`mvn -B validate` on the pom in `maven_dir`; on failure raise with the coordinates Maven could not get.
+
+    `wanted` names what the pom fetches (for the message); by default the reactor's artifacts."""
     mvn = shutil.which("mvn")
     if mvn is None:
         raise DistributionError("`mvn` is not on PATH (Debian: apt-get install maven)")
@@ -248,9 +259,9 @@ def run_maven(maven_dir: Path, version: str, progress: bool) -> None:
         errors = "\n".join(line for line in lines if line.startswith("[ERROR]"))
         coordinate = r"\b(org\.opensearch[\w.-]*:[\w.-]+:(?:zip|jar|pom):[\w.-]+)"
         missing = sorted(set(re.findall(coordinate, errors)))
-        wanted = ", ".join(plugin_coordinates(version) + module_coordinates(version))
+        fetched = ", ".join(wanted or plugin_coordinates(version) + module_coordinates(version))
         detail = f"not served: {', '.join(missing)}" if missing else "\n".join(lines[-25:])
-        raise DistributionError(f"Maven could not fetch OpenSearch {version} ({wanted}); {detail}")
+        raise DistributionError(f"Maven could not fetch OpenSearch {version} ({fetched}); {detail}")
 
 
 # --- building the tree ---------------------------------------------------------------------------------
@@ -313,10 +324,11 @@ def build_modules(home: Path, maven_dir: Path, version: str, progress: bool) -> 
     return laid
 
 
-def install_plugins(home: Path, zips: Path, version: str, progress: bool) -> None:
+def install_plugins(home: Path, zips: Path, version: str, progress: bool,
+                    plugins: Sequence[PluginSpec] = PLUGINS) -> None:
     env = {**os.environ, "JAVA_HOME": str(find_java_home())}
     env.pop("OPENSEARCH_PATH_CONF", None)  # plugin config belongs in the distribution's own config/
-    for p in PLUGINS:
+    for p in plugins:
         archive = zips / f"{p.artifact}-{version}.0.zip"
         _say(progress, f"installing plugin {p.name} ({archive.stat().st_size // 2**20} MiB)")
         result = subprocess.run(
@@ -334,33 +346,43 @@ def install_plugins(home: Path, zips: Path, version: str, progress: bool) -> Non
             )
 
 
-def installed(home: Path, version: str) -> bool:
+def _secure_recipe(version: str) -> str:
+    return hashlib.sha256(f"{_recipe(version)}+{asdict(SECURITY_PLUGIN)}".encode()).hexdigest()[:16]
+
+
+def installed(home: Path, version: str, secure: bool = False) -> bool:
     marker = home / MARKER
     if not marker.is_file():
         return False
     try:
-        return json.loads(marker.read_text()).get("recipe") == _recipe(version)
+        recipe = _secure_recipe(version) if secure else _recipe(version)
+        return json.loads(marker.read_text()).get("recipe") == recipe
     except (OSError, ValueError):
         return False
 
 
-def ensure_distribution(cache_dir: Path, version: str = DEFAULT_VERSION, progress: bool = True) -> Path:
-    """Return `cache_dir/opensearch/opensearch-<version>`, building it first if needed.
+def ensure_distribution(cache_dir: Path, version: str = DEFAULT_VERSION, progress: bool = True,
+                        secure: bool = False) -> Path:
+    """Return `cache_dir/opensearch/opensearch-<version>` (with `secure`, `...-secure`: the same plus the security
+    plugin), building it first if needed.
 
     Idempotent: a complete build (marker with the current recipe) is returned at once without
     starting Maven. Raises `DistributionError` naming the step or the Maven coordinates that failed.
     """
     root = Path(cache_dir).resolve() / "opensearch"
     home = root / f"opensearch-{version}"
-    if installed(home, version):
-        return home
+    secure_home = root / f"opensearch-{version}{SECURE_SUFFIX}"
+    if installed(secure_home if secure else home, version, secure):
+        return secure_home if secure else home
     root.mkdir(parents=True, exist_ok=True)
     # `make up` and a test session may both find no build: one builds, the other waits and reuses it.
     with (root / f".lock-{version}").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not installed(home, version):
             _build(root, home, version, progress)
-    return home
+        if secure and not installed(secure_home, version, secure=True):
+            _build_secure(root, home, secure_home, version, progress)
+    return secure_home if secure else home
 
 
 def _build(root: Path, home: Path, version: str, progress: bool) -> None:
@@ -396,10 +418,80 @@ def _build(root: Path, home: Path, version: str, progress: bool) -> None:
     _say(progress, f"OpenSearch {version} ready in {time.monotonic() - started:.0f}s")
 
 
+class _DownloadProgress:
+    """Reports, every few seconds, how much of a large artifact Maven has written so far: in batch mode Maven itself
+    says nothing until the download is complete (the security plugin is 43.8 MB)."""
+
+    def __init__(self, artifact_dir: Path, name: str, progress: bool, every_s: float = 5) -> None:
+        self.artifact_dir, self.name, self.progress, self.every_s = artifact_dir, name, progress, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        started = time.monotonic()
+        while not self._stop.wait(self.every_s):
+            sizes = [p.stat().st_size for p in self.artifact_dir.glob(f"{self.name}*") if p.is_file()]
+            if sizes:
+                mib = max(sizes) / 2**20
+                _say(self.progress, f"  {self.name}: {mib:.1f} MiB so far ({time.monotonic() - started:.0f}s)")
+
+    def __enter__(self) -> _DownloadProgress:
+        if self.progress:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """`source` copied as hard links (no disk space, seconds), except the build marker, which the copy rewrites: a
+    hard-linked marker written in place would change the source's too. Nothing else in a distribution is written
+    after it is built (nodes keep their config and data elsewhere), and installing a plugin only adds files."""
+    def link(src: str, dst: str) -> object:
+        if Path(src).name == MARKER:
+            return None
+        try:
+            os.link(src, dst)
+        except OSError:  # another file system: copy instead
+            shutil.copy2(src, dst)
+        return dst
+
+    shutil.copytree(source, target, symlinks=True, copy_function=link)
+
+
+def _build_secure(root: Path, home: Path, secure_home: Path, version: str, progress: bool) -> None:
+    started = time.monotonic()
+    plugin = SECURITY_PLUGIN
+    coordinate = f"{plugin.group}:{plugin.artifact}:{version}.0:zip"
+    _say(progress, f"adding the security plugin ({coordinate}) in {secure_home}")
+    maven_dir = root / f"maven-{version}" / "security"
+    maven_dir.mkdir(parents=True, exist_ok=True)
+    item = (f"<artifactItem><groupId>{plugin.group}</groupId><artifactId>{plugin.artifact}</artifactId>"
+            f"<version>{version}.0</version><type>zip</type></artifactItem>")
+    conf = f"<outputDirectory>${{project.basedir}}/zips</outputDirectory><artifactItems>{item}</artifactItems>"
+    (maven_dir / "pom.xml").write_text(_POM_HEAD.format(artifact="opensearch-security")
+                                       + _plugin_block("copy", conf) + "</project>\n")
+    local_repo = Path.home() / ".m2" / "repository" / Path(*plugin.group.split(".")) / plugin.artifact / f"{version}.0"
+    with _DownloadProgress(local_repo, f"{plugin.artifact}-{version}.0.zip", progress):
+        run_maven(maven_dir, version, progress, wanted=[coordinate])
+    staging = root / f".staging-{version}{SECURE_SUFFIX}"
+    shutil.rmtree(staging, ignore_errors=True)
+    _link_tree(home, staging)
+    install_plugins(staging, maven_dir / "zips", version, progress, plugins=(plugin,))
+    record = {"recipe": _secure_recipe(version), "plugins": [p.name for p in (*PLUGINS, plugin)]}
+    (staging / MARKER).write_text(json.dumps(record, indent=1))
+    shutil.rmtree(secure_home, ignore_errors=True)
+    staging.rename(secure_home)
+    shutil.rmtree(maven_dir / "zips", ignore_errors=True)
+    _say(progress, f"OpenSearch {version} with security ready in {time.monotonic() - started:.0f}s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m localstack.opensearch_dist [CACHE_DIR] [VERSION]`: build (or confirm) the distribution.
 
-    Without arguments the cache folder and version come from the config file.
+    Without arguments the cache folder and version come from the config file; the secure tree is built too when
+    the config switches security on (`opensearch.security`).
     """
     from common.config import load_config
 
@@ -407,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_config()
     cache = Path(args[0]) if args else settings.cache
     version = args[1] if len(args) > 1 else settings.opensearch.version
-    print(ensure_distribution(cache, version))
+    print(ensure_distribution(cache, version, secure=settings.opensearch.security))
     return 0
 
 

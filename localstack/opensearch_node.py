@@ -7,21 +7,26 @@ free ports) can run side by side. Everything a node writes, logs included, stays
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from localstack.opensearch_dist import find_java_home
 from localstack.processes import LocalStackError, log_tail, port_open
+
+if TYPE_CHECKING:
+    from localstack.security import NodeSecurity
 
 # OpenSearch refuses to start as root, and it learns the uid through JNA only: with JNA's native
 # library made unloadable, the check is skipped (with a warning). CI and these dev machines run
@@ -35,9 +40,11 @@ class NodeError(LocalStackError):
 
 
 class OpenSearchNode:
-    """A single-node, security-less OpenSearch bound to 127.0.0.1.
+    """A single-node OpenSearch bound to 127.0.0.1.
 
-    `settings` are added to `opensearch.yml` (e.g. the ML Commons trusted-endpoint regex).
+    `settings` are added to `opensearch.yml` (e.g. the ML Commons trusted-endpoint regex). With `security` (a
+    distribution that has the security plugin) the node serves HTTPS only, with the project's certificates and
+    users, and its own health checks log in as admin and verify it against the project's CA.
     """
 
     def __init__(
@@ -49,6 +56,7 @@ class OpenSearchNode:
         heap: str = "1g",
         cluster_name: str = "visual-search",
         settings: Mapping[str, Any] | None = None,
+        security: NodeSecurity | None = None,
     ) -> None:
         self.home = Path(home).resolve()
         self.data_dir = Path(data_dir).resolve()
@@ -57,6 +65,7 @@ class OpenSearchNode:
         self.heap = heap
         self.cluster_name = cluster_name
         self.settings = dict(settings or {})
+        self.security = security
         self.conf_dir = self.data_dir / "config"
         self.logs_dir = self.data_dir / "logs"
         self.console_log = self.logs_dir / "console.log"
@@ -64,7 +73,7 @@ class OpenSearchNode:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.security else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def pid(self) -> int | None:
@@ -90,6 +99,8 @@ class OpenSearchNode:
             # Single node: ML Commons must run models on it even though it is not a dedicated ML node.
             "plugins.ml_commons.only_run_on_ml_node": False,
         }
+        if self.security is not None:
+            base.update(self.security.settings)
         base.update(self.settings)
         # JSON scalars and lists are valid YAML, so no YAML library is needed.
         return "".join(f"{key}: {json.dumps(value)}\n" for key, value in base.items())
@@ -113,12 +124,20 @@ class OpenSearchNode:
         (self.conf_dir / "jvm.options").write_text(self._jvm_options())
         if os.geteuid() == 0:
             (self.conf_dir / "jvm.options.d" / "run-as-root.options").write_text(_NO_JNA)
+        if self.security is not None:
+            self.security.install(self.conf_dir)
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any] | None:
+        request = urllib.request.Request(f"{self.url}/_cluster/health")
+        context = None
+        if self.security is not None:
+            context = ssl.create_default_context(cafile=str(self.security.certs.ca))
+            user, password = self.security.admin
+            request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
         try:
-            with urllib.request.urlopen(f"{self.url}/_cluster/health", timeout=5) as resp:
+            with urllib.request.urlopen(request, timeout=5, context=context) as resp:
                 return dict(json.load(resp))
         except (OSError, ValueError):
             return None
