@@ -6,6 +6,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
+# SECURE=1: the security plugin on for this command (TLS, users, the adapter's token; credentials in .cache/run/).
+# Give it to every command of a secured stack (up, bootstrap, status, demo, bench …), or set opensearch.security: true
+# in visual-search.yaml instead.
+ifeq ($(SECURE),1)
+export VS_OPENSEARCH__SECURITY := true
+endif
+
 .PHONY: up down status bootstrap models opensearch browser test test-unit lint bench bench-quick bench-gpu demo replay venv clean
 
 $(STAMP): pyproject.toml

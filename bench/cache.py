@@ -41,8 +41,8 @@ def run(ctx: Context, index: str, repeats: int = 30, mix: int = 100, concurrency
         progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
     rng = random.Random(7)
     o = ctx.settings.opensearch
-    auth = (o.username, o.password or "") if o.username else None
-    make_client = lambda: httpx.Client(base_url=o.url, auth=auth, verify=o.verify_certs, timeout=60)  # noqa: E731
+    auth = o.auth()
+    make_client = lambda: httpx.Client(base_url=o.url, auth=auth, verify=o.verify, timeout=60)  # noqa: E731
     client = make_client()
     cold = [_timed_search(client, index, cold_text(rng)) for _ in range(repeats)]
     progress()

@@ -73,8 +73,10 @@ def connect(settings: Settings) -> Context:
               "adapter": f"http://{a.host}:{a.port}/health"}
     down = []
     for name, url in checks.items():
+        secured = name == "OpenSearch"  # Triton and the adapter's /health need no credentials
         try:
-            if httpx.get(url, timeout=5).status_code != 200:
+            if httpx.get(url, timeout=5, auth=o.auth() if secured else None,
+                         verify=o.verify if secured else True).status_code != 200:
                 down.append(f"{name} ({url})")
         except httpx.HTTPError:
             down.append(f"{name} ({url})")
@@ -93,10 +95,11 @@ def connect(settings: Settings) -> Context:
         raise StackDown(f"{exc}. Triton serves the models in {clip_dir} and {yolo_dir}; if they were re-exported or "
                         "removed since the stack started, restart it: `make down && make up`") from exc
 
-    auth = (o.username, o.password or "") if o.username else None
+    token = settings.adapter_token
     ctx = Context(settings=settings,
-                  os=httpx.Client(base_url=o.url, auth=auth, verify=o.verify_certs, timeout=600),
-                  adapter=httpx.Client(base_url=f"http://{a.host}:{a.port}", timeout=120),
+                  os=httpx.Client(base_url=o.url, auth=o.auth(), verify=o.verify, timeout=600),
+                  adapter=httpx.Client(base_url=f"http://{a.host}:{a.port}", timeout=120,
+                                       headers={"Authorization": f"Bearer {token}"} if token else None),
                   clip=clip, yolo=yolo, yolo_dir=yolo_dir, served=served)
     ctx.embed_model_id = find_model_id(ctx, settings.ml_commons.embed_model)
     return ctx

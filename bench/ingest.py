@@ -119,8 +119,7 @@ class OpenSearchIngest:
     def __init__(self, ctx: Context, index: str, bulk_size: int, max_workers: int) -> None:
         self.index, self.bulk_size = index, bulk_size
         o = ctx.settings.opensearch
-        auth = (o.username, o.password or "") if o.username else None
-        self.clients = [httpx.Client(base_url=o.url, auth=auth, verify=o.verify_certs, timeout=600)
+        self.clients = [httpx.Client(base_url=o.url, auth=o.auth(), verify=o.verify, timeout=600)
                         for _ in range(max_workers)]
         for client in self.clients:  # open the connections before the clock starts
             client.get("/")

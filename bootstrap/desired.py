@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import jinja2
 
 from common import contract
 from common.config import Settings
+from common.credentials import MODEL_USERS_ROLE
 from common.model_facts import ClipFacts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,17 @@ def cluster_settings(settings: Settings) -> dict[str, Any]:
         # bootstrap redeploy instead, and a model is also deployed on its first prediction.
         "plugins.ml_commons.model_auto_redeploy.enable": "false",
         "plugins.ml_commons.model_auto_deploy.enable": "true",
+        # Secured: a model may be used only by users with a backend role its model group names (model_group_access).
+        **({"plugins.ml_commons.model_access_control_enabled": "true"} if settings.opensearch.security else {}),
     }
+
+
+def model_group_access(settings: Settings) -> dict[str, Any]:
+    """Who may use the managed models: users with the model-users backend role (the product users and admin). Empty
+    when security is off: ML Commons' access control has no users to check then."""
+    if not settings.opensearch.security:
+        return {}
+    return {"access_mode": "restricted", "backend_roles": [MODEL_USERS_ROLE]}
 
 
 def client_config(settings: Settings) -> dict[str, Any]:
@@ -90,14 +101,16 @@ def embed_connector(settings: Settings, clip: ClipFacts) -> dict:
         "mobileclip-embed.json.j2", name=settings.ml_commons.embed_model,
         description=f"{clip.variant} text/image embeddings ({clip.embedding_dim}-d) via the adapter; "
                     f"{managed(settings)}",
-        adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings))
+        adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings),
+        adapter_token=settings.adapter_token)
 
 
 def analyze_connector(settings: Settings, clip: ClipFacts) -> dict:
     return render_json(
         "visual-analyze.json.j2", name=settings.ml_commons.analyze_model,
         description=f"image → {clip.variant} embedding + detected objects via the adapter; {managed(settings)}",
-        adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings))
+        adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings),
+        adapter_token=settings.adapter_token)
 
 
 def base64_chars(nbytes: int) -> int:
@@ -166,6 +179,7 @@ class Desired:
     search_pipelines: dict[str, dict]
     index_templates: dict[str, dict]
     indices: tuple[DesiredIndex, ...]  # each has the index template of the same name
+    model_group_access: dict[str, Any] = field(default_factory=dict)  # access_mode + backend_roles; {}: not managed
 
 
 def embed_model_description(settings: Settings, clip: ClipFacts) -> str:
@@ -194,4 +208,5 @@ def desired_state(settings: Settings, clip: ClipFacts) -> Desired:
         indices=(DesiredIndex(index.dead_letter, dead_letter),
                  DesiredIndex(index.name, images, reanalyze=True, pipeline=index.ingest_pipeline,
                               dimension=clip.embedding_dim, dead_letter=index.dead_letter)),
+        model_group_access=model_group_access(settings),
     )

@@ -81,10 +81,12 @@ def oldest(hits: Iterable[dict]) -> dict | None:
     return min(hits, key=key, default=None)
 
 
-def connect(settings: OpenSearchSettings) -> OpenSearch:
-    auth = (settings.username, settings.password) if settings.username else None
-    return OpenSearch(hosts=[settings.url], http_auth=auth, verify_certs=settings.verify_certs,
-                      ssl_show_warn=False, timeout=120)
+def connect(settings: OpenSearchSettings, user: str | None = None) -> OpenSearch:
+    """A client for the configured cluster. Secured: over TLS verified with the configured (or generated) CA, as the
+    configured user, else as `user` (default admin) from the generated credentials."""
+    ca = settings.ca_path
+    return OpenSearch(hosts=[settings.url], http_auth=settings.auth(user), ssl_show_warn=False, timeout=120,
+                      verify_certs=ca is not None or settings.verify_certs, ca_certs=str(ca) if ca else None)
 
 
 class Cluster:
@@ -133,9 +135,13 @@ class Cluster:
     def find_model_group(self, name: str) -> dict | None:
         return oldest(self._search_ml("model_groups", name))
 
-    def create_model_group(self, name: str, description: str) -> str:
+    def create_model_group(self, name: str, description: str, access: dict | None = None) -> str:
+        """`access`: `access_mode` and `backend_roles` (only with the security plugin)."""
         return self.request("POST", "/_plugins/_ml/model_groups/_register",
-                            {"name": name, "description": description})["model_group_id"]
+                            {"name": name, "description": description, **(access or {})})["model_group_id"]
+
+    def update_model_group(self, group_id: str, access: dict) -> None:
+        self.request("PUT", f"/_plugins/_ml/model_groups/{group_id}", access)
 
     def find_connector(self, name: str) -> dict | None:
         """Found by name with search, then read by id: a GET is real time, a search may lag a fresh update."""

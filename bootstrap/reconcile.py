@@ -133,6 +133,8 @@ class MLObject:
     model_group_id: str | None = None
     state: str = ""  # as the model index records it (may be stale after a restart: see `served`)
     served: bool | None = None  # held deployed by a node; None where not asked (models of no desired name)
+    access: str = ""  # a model group's access mode (public, private, restricted); "" where none is recorded
+    backend_roles: tuple[str, ...] = ()  # a model group's: users with one of them may use its models (restricted)
 
     @classmethod
     def of(cls, record: dict, served: bool | None = None) -> MLObject:
@@ -140,7 +142,8 @@ class MLObject:
         return cls(id=str(record["id"]), name=str(record.get("name", "")), description=record.get("description") or "",
                    created_time=float(created) if isinstance(created, int | float) else None,
                    connector_id=record.get("connector_id"), model_group_id=record.get("model_group_id"),
-                   state=record.get("model_state") or "", served=served)
+                   state=record.get("model_state") or "", served=served, access=record.get("access") or "",
+                   backend_roles=tuple(record.get("backend_roles") or ()))
 
 
 @dataclass(frozen=True)
@@ -337,9 +340,15 @@ def diff(desired: Desired, observed: Observed) -> Plan:
                   detail=f"differs: {', '.join(sorted(wanted))}" if wanted else "", data={"values": wanted}))
 
     group = _oldest(_named(observed.model_groups, desired.model_group))
+    access = desired.model_group_access
     if group is None:
         plan.add(Step("model_group", desired.model_group, "create", detail="not found",
-                      data={"description": desired.model_group_description}))
+                      data={"description": desired.model_group_description, "access": access}))
+    elif access and (group.access != access["access_mode"]
+                     or sorted(group.backend_roles) != sorted(access["backend_roles"])):
+        plan.add(Step("model_group", desired.model_group, "update", group.id,
+                      detail=f"access {group.access or 'unset'} {list(group.backend_roles)} → {access['access_mode']} "
+                             f"{access['backend_roles']}", data={"access": access}))
     else:
         plan.add(Step("model_group", desired.model_group, "unchanged", group.id))
     group_id = group.id if group else ref("model_group", desired.model_group)
@@ -646,7 +655,13 @@ def _apply_settings(cluster: Cluster, step: Step, ids: dict, say: Callable) -> N
 
 
 def _create_group(cluster: Cluster, step: Step, ids: dict, say: Callable) -> None:
-    step.id = cluster.create_model_group(step.name, step.data["description"])
+    access = step.data.get("access")
+    step.id = cluster.create_model_group(step.name, step.data["description"], **({"access": access} if access else {}))
+
+
+def _update_group(cluster: Cluster, step: Step, ids: dict, say: Callable) -> None:
+    assert step.id
+    cluster.update_model_group(step.id, step.data["access"])
 
 
 def _create_connector(cluster: Cluster, step: Step, ids: dict, say: Callable) -> None:
@@ -834,6 +849,7 @@ def _roll_back(cluster: Cluster, step: Step, made: list[str]) -> None:
 _APPLY: dict[tuple[str, str], Callable[[Cluster, Step, dict, Callable], None]] = {
     ("cluster_settings", "update"): _apply_settings,
     ("model_group", "create"): _create_group,
+    ("model_group", "update"): _update_group,
     ("connector", "create"): _create_connector,
     ("connector", "update"): _update_connector,
     ("model", "create"): _create_model,

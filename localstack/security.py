@@ -151,11 +151,15 @@ class NodeSecurity:
             (target / name).write_text(json.dumps(content, indent=1) + "\n")
 
 
-def prepare(settings: Settings) -> NodeSecurity:
-    """Credentials and certificates (generated on the first call, reused after) and the rendered configuration."""
+def ensure_secrets(settings: Settings) -> tuple[Credentials, CertPaths]:
+    """The credentials and certificates of the run folder, generated on the first call and reused after."""
     run = settings.run_path
-    creds = ensure_credentials(run / CREDENTIALS_FILE)
-    certs = ensure_certs(run / "certs")
+    return ensure_credentials(run / CREDENTIALS_FILE), ensure_certs(run / "certs")
+
+
+def prepare(settings: Settings) -> NodeSecurity:
+    """Credentials and certificates (see `ensure_secrets`) and the rendered configuration."""
+    creds, certs = ensure_secrets(settings)
     files = {"internal_users.yml": internal_users(creds), "roles.yml": roles(settings),
              "roles_mapping.yml": roles_mapping(), "config.yml": authentication()}
     return NodeSecurity(certs, files, (ADMIN_USER, creds.password(ADMIN_USER)))

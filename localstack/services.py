@@ -12,9 +12,11 @@ from pathlib import Path
 import httpx
 
 from common.config import REPO_ROOT, Settings
+from common.credentials import CredentialsError
 from localstack.opensearch_dist import ensure_distribution
 from localstack.opensearch_node import OpenSearchNode
 from localstack.processes import StartupError, port_open
+from localstack.security import prepare
 from localstack.triton_server import TritonServer
 from triton_repo.render import render_repository
 
@@ -25,17 +27,33 @@ def run_dir(settings: Settings) -> Path:
     return path
 
 
-def healthy(url: str) -> bool:
+def healthy(url: str, auth: tuple[str, str] | None = None, verify: bool | str = True) -> bool:
     try:
-        return httpx.get(url, timeout=3).status_code == 200
+        return httpx.get(url, timeout=3, auth=auth, verify=verify).status_code == 200
     except httpx.HTTPError:
         return False
 
 
+def service_healthy(settings: Settings, name: str) -> bool:
+    """Whether the service answers its health URL; OpenSearch as admin over verified TLS when it is secured (not yet
+    healthy while the credentials do not exist: the first secure start writes them)."""
+    url = health_urls(settings)[name]
+    if name != "opensearch":
+        return healthy(url)
+    try:
+        auth = settings.opensearch.auth()
+    except CredentialsError:
+        return False
+    return healthy(url, auth, settings.opensearch.verify)
+
+
 def opensearch_node(settings: Settings) -> OpenSearchNode:
-    home = ensure_distribution(settings.cache, settings.opensearch.version)
+    """The local node; secured (TLS, users, roles) when the config says so, with the secrets of the run folder."""
+    secure = settings.opensearch.security
+    home = ensure_distribution(settings.cache, settings.opensearch.version, secure=secure)
     return OpenSearchNode(home, run_dir(settings) / "opensearch", http_port=settings.opensearch.http_port,
-                          transport_port=settings.opensearch.transport_port, heap=settings.opensearch.heap)
+                          transport_port=settings.opensearch.transport_port, heap=settings.opensearch.heap,
+                          security=prepare(settings) if secure else None)
 
 
 def triton_server(settings: Settings) -> TritonServer:

@@ -20,10 +20,12 @@ from rich.console import Console
 
 from client.queries import text_query
 from common.config import REPO_ROOT, Settings
+from common.credentials import SEARCH_USER
 from localstack import supervisor
 from localstack.opensearch_dist import ensure_distribution
 from localstack.processes import stop_pid, wait_until
-from localstack.services import health_urls, healthy, run_dir
+from localstack.security import ensure_secrets
+from localstack.services import health_urls, run_dir, service_healthy
 
 console = Console()
 
@@ -42,15 +44,20 @@ def waithealthy(settings: Settings, proc: subprocess.Popen | None) -> None:
     logs = {"opensearch": run_dir(settings) / "opensearch" / "logs" / "console.log",
             "triton": run_dir(settings) / "triton.log", "adapter": run_dir(settings) / "adapter.log",
             "viewer": run_dir(settings) / "viewer.log"}
-    for name, url in health_urls(settings).items():
+    for name in health_urls(settings):
         with console.status(f"waiting for {name} …"):
-            wait_until(partial(healthy, url), proc, timeouts[name], name, logs[name])
+            wait_until(partial(service_healthy, settings, name), proc, timeouts[name], name, logs[name])
         console.print(f"{name}: up")
 
 
 def example_query(settings: Settings) -> str:
     body = json.dumps(text_query("a red circle"))
-    return (f"curl -s -XPOST '{settings.opensearch.url}/{settings.index.name}/_search' "
+    o = settings.opensearch
+    secured = ""
+    if o.security:
+        # the password stays in the credentials file (users.vs_search), not on the screen or in shell history
+        secured = f"--cacert {o.ca_path} -u {SEARCH_USER}:\"$PASSWORD\" " if o.ca_path else f"-u {SEARCH_USER} "
+    return (f"curl -s {secured}-XPOST '{o.url}/{settings.index.name}/_search' "
             f"-H 'Content-Type: application/json' -d '{body}'")
 
 
@@ -59,7 +66,9 @@ def up(settings: Settings, bootstrap: Callable[[], None] | None = None) -> int:
     from export.__main__ import ensure_models
 
     ensure_models(settings)
-    ensure_distribution(settings.cache, settings.opensearch.version)
+    ensure_distribution(settings.cache, settings.opensearch.version, secure=settings.opensearch.security)
+    if settings.opensearch.security:
+        ensure_secrets(settings)  # before anything waits on them: health checks log in, the adapter needs its token
     proc = start_supervisor(settings)
     console.print("supervisor: " + ("started" if proc else "already running"))
     waithealthy(settings, proc)
@@ -67,6 +76,9 @@ def up(settings: Settings, bootstrap: Callable[[], None] | None = None) -> int:
         bootstrap()
     status(settings)
     console.print("\nTry a neural text query (no model id needed, the search pipeline supplies it):")
+    if settings.opensearch.security:
+        console.print(f"PASSWORD= the users.{SEARCH_USER} entry of {settings.opensearch.credentials_path}",
+                      highlight=False, soft_wrap=True)
     console.print(example_query(settings), highlight=False, soft_wrap=True)
     console.print(f"\nOr look at the results, boxes drawn: {settings.viewer.url}/?q=a+red+circle", highlight=False)
     return 0
@@ -74,7 +86,6 @@ def up(settings: Settings, bootstrap: Callable[[], None] | None = None) -> int:
 
 def status(settings: Settings) -> int:
     t, a = settings.triton, settings.adapter
-    health = health_urls(settings)
     supervised = {sv["name"]: sv for sv in (supervisor.state(settings) or {}).get("services", [])}
     rows = [
         ("OpenSearch", "opensearch", settings.opensearch.url),
@@ -85,7 +96,7 @@ def status(settings: Settings) -> int:
         ("viewer", "viewer", f"{settings.viewer.url}/"),
     ]
     for label, name, where in rows:
-        state = ("up" if healthy(health[name]) else "down") if name else ""
+        state = ("up" if service_healthy(settings, name) else "down") if name else ""
         sv = supervised.get(name or "")
         restarts = f"restarts {sv['restarts']}" + (f", last exit {sv['last_exit']}" if sv["last_exit"] is not None
                                                     else "") if sv else ""

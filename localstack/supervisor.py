@@ -29,12 +29,11 @@ from bootstrap.redeploy import ensure_deployed
 from common.config import Settings, load_config
 from localstack.processes import stop_pid
 from localstack.services import (
-    health_urls,
-    healthy,
     launch_adapter,
     launch_viewer,
     opensearch_node,
     run_dir,
+    service_healthy,
     triton_server,
 )
 
@@ -112,7 +111,7 @@ def services(settings: Settings) -> list[Service]:
 
     return [
         Service("opensearch", lambda: opensearch_node(settings).launch(), run / "opensearch" / "opensearch.pid",
-                ready=lambda: healthy(health_urls(settings)["opensearch"]), after_ready=redeploy),
+                ready=lambda: service_healthy(settings, "opensearch"), after_ready=redeploy),
         Service("triton", lambda: triton_server(settings).launch(), run / "triton.pid"),
         Service("adapter", lambda: launch_adapter(settings), run / "adapter.pid"),
         Service("viewer", lambda: launch_viewer(settings), run / "viewer.pid"),

@@ -87,9 +87,11 @@ def error(status: int, message: str) -> JSONResponse:
 
 
 def connect(settings: Settings) -> OpenSearch:
+    """As the search-only user when the cluster is secured (the page can search, nothing else)."""
     from bootstrap.opensearch_api import connect as connect_opensearch
+    from common.credentials import SEARCH_USER
 
-    return connect_opensearch(settings.opensearch)
+    return connect_opensearch(settings.opensearch, user=SEARCH_USER)
 
 
 def create_app(settings: Settings | None = None, client: OpenSearch | None = None) -> FastAPI:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -78,9 +79,28 @@ def busy_response(detail: str, retry_after_s: float) -> JSONResponse:
                                                       "Retry-After": str(max(1, round(retry_after_s)))})
 
 
+# Open without the token: load balancers and `make up` probe it, and it tells nothing about the data.
+OPEN_PATHS = frozenset({"/health"})
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries `Bearer <token>`. Compared in constant time (hmac.compare_digest),
+    so response timing says nothing about how much of a guess was right."""
+    scheme, _, given = (header or "").partition(" ")
+    return hmac.compare_digest(given.strip().encode(), token.encode()) and scheme.lower() == "bearer"
+
+
+def unauthorized_response() -> JSONResponse:
+    """401 in the one error shape. Retryable: a missing or stale token is a deployment fault, never the document's,
+    so a document the ingest pipeline dead-letters for it can be replayed once the connectors carry the token."""
+    return error_response(401, "unauthorized", "missing or wrong bearer token (the connector's adapter_token)",
+                          True, {"WWW-Authenticate": "Bearer"})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_config()
     a = settings.adapter
+    token = settings.adapter_token  # None: no token configured, nothing checked (security off)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -135,6 +155,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """A bug or an unforeseen failure is not the image's fault: retryable, so the document is kept."""
         log.exception("unexpected error")
         return error_response(500, "internal_error", f"{exc.__class__.__name__}: {exc}", True)
+
+    @app.middleware("http")
+    async def _authenticate(request: Request, call_next):
+        if token is not None and request.url.path not in OPEN_PATHS \
+                and not authorized(request.headers.get("authorization"), token):
+            return unauthorized_response()  # counted by _measure, the outer middleware
+        return await call_next(request)
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
