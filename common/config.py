@@ -7,6 +7,7 @@ editing it: `VS_<SECTION>__<KEY>` (for example `VS_OPENSEARCH__URL`). `VS_CONFIG
 from __future__ import annotations
 
 import os
+import ssl
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -66,10 +67,16 @@ class OpenSearchSettings(_Section):
         return None
 
     @property
-    def verify(self) -> bool | str:
-        """What an HTTP client's `verify` takes: the CA file, or whether to verify with the system's CAs."""
+    def verify(self) -> bool | ssl.SSLContext:
+        """What an HTTP client's `verify` takes: a context trusting the CA, or whether to verify with the system's."""
         ca = self.ca_path
-        return str(ca) if ca is not None else self.verify_certs
+        if ca is None:
+            return self.verify_certs
+        try:
+            return ssl.create_default_context(cafile=str(ca))
+        except OSError as exc:
+            raise ConfigError(f"cannot read the cluster's CA {ca} ({exc.strerror or exc}); the first secure start "
+                              "(`make up SECURE=1`) generates it, or set opensearch.ca_certs") from exc
 
     def auth(self, user: str | None = None) -> tuple[str, str] | None:
         """(username, password) to log in with: the configured ones, else (security on) `user` (default admin) from

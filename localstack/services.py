@@ -5,6 +5,7 @@ Everything a service writes (pid, log, data, the rendered Triton repository) goe
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from common.config import REPO_ROOT, Settings
-from common.credentials import CredentialsError
+from common.errors import VisualSearchError
 from localstack.opensearch_dist import ensure_distribution
 from localstack.opensearch_node import OpenSearchNode
 from localstack.processes import StartupError, port_open
@@ -27,7 +28,7 @@ def run_dir(settings: Settings) -> Path:
     return path
 
 
-def healthy(url: str, auth: tuple[str, str] | None = None, verify: bool | str = True) -> bool:
+def healthy(url: str, auth: tuple[str, str] | None = None, verify: bool | ssl.SSLContext = True) -> bool:
     try:
         return httpx.get(url, timeout=3, auth=auth, verify=verify).status_code == 200
     except httpx.HTTPError:
@@ -41,10 +42,10 @@ def service_healthy(settings: Settings, name: str) -> bool:
     if name != "opensearch":
         return healthy(url)
     try:
-        auth = settings.opensearch.auth()
-    except CredentialsError:
+        auth, verify = settings.opensearch.auth(), settings.opensearch.verify
+    except VisualSearchError:  # no credentials or CA yet
         return False
-    return healthy(url, auth, settings.opensearch.verify)
+    return healthy(url, auth, verify)
 
 
 def opensearch_node(settings: Settings) -> OpenSearchNode:
