@@ -84,6 +84,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VS_TRITON__METRICS_PORT": str(settings.triton.metrics_port),
         "VS_ADAPTER__PORT": str(settings.adapter.port),
         "VS_ADAPTER__URL_FETCH_ALLOW_PRIVATE": str(settings.adapter.url_fetch_allow_private).lower(),
+        # secured: the child reads the generated credentials (the adapter its token) from the same run folder
+        **({"VS_OPENSEARCH__SECURITY": "true", "VS_RUN_DIR": str(settings.run_path)}
+           if settings.opensearch.security else {}),
     }
 
 
