@@ -23,14 +23,17 @@ The roles, least privilege for the two product users (index names and pipelines 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 
-from common.config import Settings
+from common.config import Settings, load_config
 from common.credentials import (
     ADMIN_USER,
     CREDENTIALS_FILE,
@@ -40,6 +43,7 @@ from common.credentials import (
     Credentials,
     ensure_credentials,
 )
+from common.errors import EXIT_OK, EXIT_UNUSABLE, run_command
 from localstack.certs import CertPaths, ensure_certs
 
 SECURITY_CONFIG_DIR = "opensearch-security"  # inside the node's config folder, where the plugin reads its files
@@ -151,15 +155,53 @@ class NodeSecurity:
             (target / name).write_text(json.dumps(content, indent=1) + "\n")
 
 
-def ensure_secrets(settings: Settings) -> tuple[Credentials, CertPaths]:
-    """The credentials and certificates of the run folder, generated on the first call and reused after."""
+def ensure_secrets(settings: Settings, hosts: Sequence[str] = ()) -> tuple[Credentials, CertPaths]:
+    """The credentials and certificates of the run folder, generated on the first call and reused after (the node
+    certificate reissued when it does not name every one of `hosts`)."""
     run = settings.run_path
-    return ensure_credentials(run / CREDENTIALS_FILE), ensure_certs(run / "certs")
+    return ensure_credentials(run / CREDENTIALS_FILE), ensure_certs(run / "certs", hosts)
 
 
-def prepare(settings: Settings) -> NodeSecurity:
+def prepare(settings: Settings, hosts: Sequence[str] = ()) -> NodeSecurity:
     """Credentials and certificates (see `ensure_secrets`) and the rendered configuration."""
-    creds, certs = ensure_secrets(settings)
+    creds, certs = ensure_secrets(settings, hosts)
     files = {"internal_users.yml": internal_users(creds), "roles.yml": roles(settings),
              "roles_mapping.yml": roles_mapping(), "config.yml": authentication()}
     return NodeSecurity(certs, files, (ADMIN_USER, creds.password(ADMIN_USER)))
+
+
+# The uid of the `opensearch` user in OpenSearch's container image: it must be able to read the node's key.
+CONTAINER_UID = 1000
+
+
+def export_config(settings: Settings, out: Path, hosts: Sequence[str]) -> Path:
+    """Everything a containerised node needs to run secured like the local one (docker-compose.gpu.yml mounts it):
+    an `opensearch.yml` (listening on every interface, plus `node_settings`), the certificates and the security
+    config files, from the same credentials and CA as the local stack; `hosts` are added to the node certificate's
+    names (the service's host name in the compose network, a load balancer's). When run as root the files are
+    handed to the image's user, who alone may read the key."""
+    node = prepare(settings, hosts)
+    out.mkdir(parents=True, exist_ok=True)
+    node.install(out)
+    (out / "opensearch.yml").write_text(json.dumps({"network.host": "0.0.0.0", **node.settings}, indent=1) + "\n")
+    if os.geteuid() == 0:
+        for path in [out, *out.rglob("*")]:
+            os.chown(path, CONTAINER_UID, CONTAINER_UID)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m localstack.security OUT_DIR [HOST ...]`: write a secured node's config for a container (see
+    `export_config`); the credentials stay in <run_dir>/credentials.json, the CA in <run_dir>/certs/ca.pem."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m localstack.security OUT_DIR [HOST ...]", file=sys.stderr)
+        return EXIT_UNUSABLE
+    settings = load_config()
+    out = export_config(settings, Path(args[0]), args[1:])
+    print(f"{out} (CA: {settings.run_path / 'certs' / 'ca.pem'}, credentials: {settings.run_path / CREDENTIALS_FILE})")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_command(main))

@@ -77,8 +77,9 @@ def up(settings: Settings, bootstrap: Callable[[], None] | None = None) -> int:
     status(settings)
     console.print("\nTry a neural text query (no model id needed, the search pipeline supplies it):")
     if settings.opensearch.security:
-        console.print(f"PASSWORD= the users.{SEARCH_USER} entry of {settings.opensearch.credentials_path}",
-                      highlight=False, soft_wrap=True)
+        path = settings.opensearch.credentials_path
+        read = f"import json; print(json.load(open('{path}'))['users']['{SEARCH_USER}'])"
+        console.print(f'PASSWORD=$(python3 -c "{read}")', highlight=False, soft_wrap=True)
     console.print(example_query(settings), highlight=False, soft_wrap=True)
     console.print(f"\nOr look at the results, boxes drawn: {settings.viewer.url}/?q=a+red+circle", highlight=False)
     return 0
