@@ -104,7 +104,7 @@ def test_security_switches_to_verified_https_with_the_generated_secrets(tmp_path
 
     secure = load_config(run_dir=str(tmp_path), opensearch={"security": True})
     assert secure.opensearch.url.startswith("https://")
-    assert secure.opensearch.verify == str(tmp_path / "certs" / "ca.pem")
+    assert secure.opensearch.ca_path == tmp_path / "certs" / "ca.pem"
     with pytest.raises(CredentialsError):  # read when needed, so a file written after loading is found
         secure.opensearch.auth()
     creds = ensure_credentials(tmp_path / CREDENTIALS_FILE)
@@ -231,3 +231,20 @@ def test_model_group_access_is_restricted_to_the_model_users_role(clip: ClipFact
     assert "plugins.ml_commons.model_access_control_enabled" not in plain.cluster_settings
     step = diff(plain, _observed(open_group)).step("model_group", name)
     assert step is not None and step.action == "unchanged"
+
+
+def test_container_export_uses_the_same_secrets_and_names_the_service(tmp_path: Path) -> None:
+    import yaml
+
+    settings = load_config(run_dir=str(tmp_path / "run"), opensearch={"security": True})
+    out = security.export_config(settings, tmp_path / "container", ["opensearch"])
+    conf = yaml.safe_load((out / "opensearch.yml").read_text())
+    assert conf["network.host"] == "0.0.0.0" and conf["plugins.security.ssl.http.enabled"] is True
+    assert (out / "ca.pem").read_bytes() == (tmp_path / "run" / "certs" / "ca.pem").read_bytes()
+    sans = load(out / "node.pem").extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {"opensearch", "localhost"} <= set(sans.get_values_for_type(x509.DNSName))
+    users = yaml.safe_load((out / "opensearch-security" / "internal_users.yml").read_text())
+    creds = read_credentials(tmp_path / "run" / CREDENTIALS_FILE)
+    assert bcrypt.checkpw(creds.password(SEARCH_USER).encode(), users[SEARCH_USER]["hash"].encode())
+    if os.geteuid() == 0:  # the image's opensearch user (uid 1000) must be able to read its key
+        assert os.stat(out / "node-key.pem").st_uid == security.CONTAINER_UID
