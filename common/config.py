@@ -160,6 +160,9 @@ class ModelSettings(_Section):
     iou_threshold: float = Field(0.45, ge=0, le=1)
     max_det: int = Field(100, ge=1, le=1000)
     max_image_pixels: int = Field(40_000_000, gt=0)
+    # cpu profile: the ONNX files ONNX Runtime runs. int8 = quantized copies `python -m export` writes beside the fp32
+    # ones (fidelity checked in tests/export, speed in bench --only int8); the gpu profile always serves fp32 to TensorRT.
+    precision: Literal["fp32", "int8"] = "fp32"
 
     @field_validator("clip_variant")
     @classmethod

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import VisualSearchError
 
@@ -21,12 +21,42 @@ class MissingArtifactError(VisualSearchError, FileNotFoundError):
     """An exported model or its metadata is not where the config says; tells how to produce it."""
 
 
+Precision = Literal["fp32", "int8"]
+
+
+class Int8Files(BaseModel):
+    """The int8 copies of a model's ONNX files (ONNX Runtime quantization, `models.precision: int8`), beside the fp32
+    ones. They are derived from the fp32 files of one export (`source_exported_at`): a re-export writes new facts
+    without them, so a stale int8 file is never served; `recipe` moves when the quantization itself changes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    files: dict[str, str]  # role ("image", "text"; "model" for the detector) → file name in the model folder
+    methods: dict[str, str]  # role → how it was quantized (static QDQ with calibration, or dynamic)
+    recipe: int
+    onnxruntime_version: str
+    quantized_at: str
+    source_exported_at: str
+    quantize_seconds: float | None = None
+
+
 class _Facts(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     weights: str  # where the weights came from: "random-init (offline)", "checkpoint:<path>", "hub:<id>"
     exported_at: str
     opset: int = 17
+    int8: Int8Files | None = Field(default=None)  # written by `python -m export` when models.precision is int8
+
+    def _file_for(self, role: str, fp32_file: str, precision: Precision) -> str:
+        if precision == "fp32":
+            return fp32_file
+        if self.int8 is None or role not in self.int8.files or self.int8.source_exported_at != self.exported_at:
+            raise MissingArtifactError(
+                f"no int8 {role} model for the {self.exported_at} export (models.precision is int8): run "
+                "`make models` (python -m export) to quantize it"
+            )
+        return self.int8.files[role]
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
@@ -62,6 +92,13 @@ class ClipFacts(_Facts):
     open_clip_version: str = ""  # a re-export is due when it moves: random init and configs may change
     export_seconds: float | None = None
 
+    def image_file_for(self, precision: Precision) -> str:
+        """The image encoder's ONNX file at this precision (int8: its quantized copy, which must exist)."""
+        return self._file_for("image", self.image_file, precision)
+
+    def text_file_for(self, precision: Precision) -> str:
+        return self._file_for("text", self.text_file, precision)
+
 
 class YoloFacts(_Facts):
     """A YOLO11 detector exported to ONNX with NMS inside the graph (ultralytics `nms=True`).
@@ -89,3 +126,7 @@ class YoloFacts(_Facts):
     weights_sha256: str | None = None  # of the checkpoint file, when the weights came from one
     ultralytics_version: str | None = None
     export_seconds: float | None = None
+
+    def file_for(self, precision: Precision) -> str:
+        """The detector's ONNX file at this precision (int8: its quantized copy, which must exist)."""
+        return self._file_for("model", self.file, precision)

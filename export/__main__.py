@@ -12,7 +12,12 @@ def ensure_models(settings: Settings) -> tuple[ClipFacts, YoloFacts]:
     from export.mobileclip import ensure_clip
     from export.yolo import ensure_yolo
 
-    return ensure_clip(settings), ensure_yolo(settings)
+    clip, yolo = ensure_clip(settings), ensure_yolo(settings)
+    if settings.models.precision == "int8":  # the cpu profile then serves quantized copies (export.quantize)
+        from export.quantize import ensure_int8
+
+        clip, yolo = ensure_int8(settings, clip, yolo)
+    return clip, yolo
 
 
 def main() -> int:

@@ -129,9 +129,14 @@ def render_configs(settings: Settings, clip: ClipFacts, yolo: YoloFacts, profile
                          f"triton.max_batch_size is {settings.triton.max_batch_size}: re-export (`make models`)")
     env = _environment()
     profiles = trt_profiles(settings, clip, yolo)
+    # the cpu profile runs the precision the config asks for (int8: the quantized copies, which must exist); the gpu
+    # profile hands the fp32 files to TensorRT, which builds its FP16 engines from them
+    precision = settings.models.precision if profile == "cpu" else "fp32"
     context = {
         "profile": profile, "triton": settings.triton, "models": settings.models, "clip": clip, "yolo": yolo,
-        "clip_dir": settings.clip_dir, "yolo_dir": settings.yolo_dir,
+        "clip_dir": settings.clip_dir, "yolo_dir": settings.yolo_dir, "precision": precision,
+        "onnx_files": {"clip_image": clip.image_file_for(precision), "clip_text": clip.text_file_for(precision),
+                       "yolo": yolo.file_for(precision)},
         # the NMS graph exported by ultralytics takes at most the batch it was exported with
         "yolo_session_batch": yolo.max_batch,
         "trt": {name: tensorrt_options(name, p, trt_cache) for name, p in profiles.items()},
