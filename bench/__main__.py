@@ -3,8 +3,9 @@
 Stages (all by default, `--only` picks some): ingest (OpenSearch vs Triton vs naive PyTorch), bulk (one `_bulk`
 of every image vs streaming), cache (repeated vs cold queries), query (neural vs embed + knn), recall (Lucene
 HNSW vs exact), memory (sampled while ingest and query run), thumbnails (what the results page's thumbnail adds
-to each document, sent and on disk). Results go to bench/results/<timestamp>.json and
-.md, and bench/results/latest.md. The bench indices are deleted at the end.
+to each document, sent and on disk), int8 (the ONNX models at fp32 and int8 side by side; needs no running
+stack), bytes (index store bytes per image after a force-merge, and what shrinks it). Results go to
+bench/results/<timestamp>.json and .md, and bench/results/latest.md. The bench indices are deleted at the end.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from bench.context import Context, connect, create_index, delete_index, index_te
 from common.config import load_config
 from common.errors import run_command
 
-STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails")
+STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails", "int8", "bytes")
+OFFLINE_STAGES = {"int8"}  # run on the exported models alone: `--only int8` needs no `make up`
 console = Console()
 
 
@@ -47,7 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--force-merge", action="store_true", help="force-merge each recall index to one segment "
                    "before querying (reproducible worst case; slow for 100k)")
     p.add_argument("--recall-queries", type=int, help="queries per recall index (default 100 quick, 200 full)")
+    p.add_argument("--recall-vectors", nargs="+", choices=recall.VECTOR_KINDS, default=["clustered"],
+                   help="which vectors (bench/recall.py): clustered (default), random (the worst case), clip (the "
+                   "configured CLIP's embeddings of generated scenes)")
     p.add_argument("--bulk-images", type=int, help="images in the one-request _bulk (default 100 quick, 1000 full)")
+    p.add_argument("--bytes-images", type=int, default=10_000, help="documents per bytes-per-image index")
+    p.add_argument("--int8-images", type=int, help="images per int8 round (default 8 quick, 24 full)")
     return p.parse_args(argv)
 
 
@@ -59,8 +66,33 @@ def defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.recall_sizes = args.recall_sizes or ([10_000] if quick else [10_000, 100_000])
     args.recall_queries = args.recall_queries or (100 if quick else 200)
     args.bulk_images = args.bulk_images or (100 if quick else 1000)
+    args.int8_images = args.int8_images or (8 if quick else 24)
     args.only = args.only or list(STAGES)
     return args
+
+
+def run_offline(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """The stages that need no running stack, on the models the config names."""
+    from bench import int8
+    from export.__main__ import ensure_models
+    from export.quantize import ensure_int8
+
+    settings = load_config()
+    results: dict[str, Any] = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "mode": "quick" if args.quick else "full",
+        "args": dict(vars(args)), "machine": facts.machine(), "packages": facts.packages(),
+        "servers": {"opensearch": "—", "lucene": "—", "triton": "— (not used)", "profile": settings.profile},
+    }
+    clip, yolo = ensure_models(settings)
+    results["models"] = facts.model_facts(clip, yolo, settings.yolo_dir, served={})
+    if "int8" in args.only:
+        with console.status("int8: quantized copies of the exported models (quantized now if missing) …"):
+            clip, yolo = ensure_int8(settings, clip, yolo)
+        task = progress.add_task("int8 vs fp32", total=args.rounds)
+        results["int8"] = int8.run(settings, clip, settings.clip_dir, yolo, settings.yolo_dir, args.int8_images,
+                                   args.rounds, progress=lambda: progress.advance(task))
+    results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+    return results
 
 
 def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
@@ -123,10 +155,17 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
 
     if "recall" in args.only:
         results["recall"] = []
-        for count in args.recall_sizes:
-            task = progress.add_task(f"recall {count // 1000}k: bulk load", total=count)
-            results["recall"].append(recall.run_one(ctx, count, args.recall_queries, tag, args.force_merge,
-                                                    progress=partial(progress.advance, task)))
+        for kind in args.recall_vectors:
+            for count in args.recall_sizes:
+                task = progress.add_task(f"recall {count // 1000}k {kind}: bulk load", total=count)
+                results["recall"].append(recall.run_one(ctx, count, args.recall_queries, tag, args.force_merge,
+                                                        progress=partial(progress.advance, task), kind=kind))
+    if "bytes" in args.only:
+        from bench import store
+
+        task = progress.add_task("bytes per image", total=len(store.VARIANTS))
+        results["bytes"] = store.run(ctx, args.bytes_images, tag, lambda label: progress.update(
+            task, description=f"bytes: {label}", advance=1))
     if "cache" in args.only:
         from bench import cache
 
@@ -145,6 +184,10 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
         task = progress.add_task("one big _bulk", total=3)
         results["bulk"] = bigbulk.run(ctx, args.bulk_images, tag, lambda label: progress.update(
             task, description=f"bulk: {label}", advance=1))
+    offline = [stage for stage in args.only if stage in OFFLINE_STAGES]
+    if offline:
+        results.update({k: v for k, v in run_offline(argparse.Namespace(**{**vars(args), "only": offline}),
+                                                         progress).items() if k in OFFLINE_STAGES})
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     return results
 
@@ -153,15 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     args = defaults(parse_args(argv))
     logging.basicConfig(level=logging.WARNING)
     settings = load_config()
-    ctx = connect(settings)  # StackDown: one line on stderr, exit 2 (common.errors)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
     t0 = time.perf_counter()
-    try:
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+    if set(args.only) <= OFFLINE_STAGES:
         with Progress(*columns, console=console) as progress:
-            results = run(ctx, args, progress)
-    finally:
-        ctx.close()
+            results = run_offline(args, progress)
+    else:
+        ctx = connect(settings)  # StackDown: one line on stderr, exit 2 (common.errors)
+        try:
+            with Progress(*columns, console=console) as progress:
+                results = run(ctx, args, progress)
+        finally:
+            ctx.close()
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     json_path, md_path = report.write(results)
     print(md_path.read_text())

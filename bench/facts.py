@@ -6,12 +6,14 @@ import contextlib
 import os
 import platform
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
 from bench.context import Context
+from common.model_facts import ClipFacts, YoloFacts
 
 PACKAGES = ("numpy", "torch", "torchvision", "onnxruntime", "nvidia-dali-cuda120", "nvidia-pytriton",
             "tritonclient", "open_clip_torch", "timm", "ultralytics", "opensearch-py", "fastapi", "uvicorn",
@@ -58,15 +60,18 @@ def servers(ctx: Context) -> dict[str, Any]:
 
 
 def models(ctx: Context) -> dict[str, Any]:
-    c, y = ctx.clip, ctx.yolo
+    return model_facts(ctx.clip, ctx.yolo, ctx.yolo_dir, ctx.served)
+
+
+def model_facts(c: ClipFacts, y: YoloFacts, yolo_dir: Path, served: dict[str, str]) -> dict[str, Any]:
     return {
-        "served": ctx.served,
+        "served": served,
         "clip": {"variant": c.variant, "weights": c.weights, "embedding_dim": c.embedding_dim,
                  "image_size": c.image_size, "open_clip": c.open_clip_version},
         "yolo": {"name": y.name, "weights": y.weights, "requested_weights": y.requested_weights,
                  "weights_sha256": y.weights_sha256, "classes": len(y.class_names), "max_batch": y.max_batch,
                  "conf_threshold": y.conf_threshold, "ultralytics": y.ultralytics_version,
-                 "dir": str(ctx.yolo_dir)},
+                 "dir": str(yolo_dir)},
     }
 
 

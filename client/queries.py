@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 OBJECTS = "detected_objects"
@@ -30,6 +31,21 @@ OBJECT_QUERY_SOURCE = ["image_id", "filename"]
 OBJECT_CANDIDATES = 50
 # candidates an image-level query explores when filters are set (README: "ask for a larger k than you show")
 FILTERED_CANDIDATES = 100
+
+
+@cache
+def configured_ef_search() -> int:
+    """`index.hnsw_ef_search` from the config (read once per process)."""
+    from common.config import load_config
+
+    return load_config().index.hnsw_ef_search
+
+
+def knn_options(k: int) -> dict[str, Any]:
+    """What every vector clause carries: `k`, and how many candidates the HNSW search explores. The lucene engine
+    ignores the index-level ef_search and explores only `k` without `method_parameters` (recall@10 0.2 on 10k
+    vectors); `bench --only recall` measures recall and latency at each ef_search, the `product` row at this one."""
+    return {"k": k, "method_parameters": {"ef_search": max(k, configured_ef_search())}}
 
 
 @dataclass(frozen=True)
@@ -87,8 +103,8 @@ NO_FILTERS = Filters()
 def _image_level(vector_input: dict[str, str], k: int, filters: Filters | None, offset: int, candidates: int | None,
                  source: Any) -> dict:
     filters = filters or NO_FILTERS
-    neural: dict[str, Any] = {**vector_input, "k": _candidates(k, offset, candidates, FILTERED_CANDIDATES
-                                                               if filters else None)}
+    neural: dict[str, Any] = {**vector_input, **knn_options(_candidates(k, offset, candidates, FILTERED_CANDIDATES
+                                                                           if filters else None))}
     image_filter = filters.for_images()
     if image_filter is not None:
         neural["filter"] = image_filter
@@ -100,8 +116,8 @@ def _object_level(vector_input: dict[str, str], k: int, filters: Filters | None,
     filters = filters or NO_FILTERS
     image_clauses, object_clauses = filters.image_clauses(), filters.object_clauses()
     post_filtered = bool(image_clauses and object_clauses)
-    neural: dict[str, Any] = {**vector_input, "k": _candidates(
-        k, offset, candidates, OBJECT_CANDIDATES * (4 if post_filtered else 1))}
+    neural: dict[str, Any] = {**vector_input, **knn_options(_candidates(
+        k, offset, candidates, OBJECT_CANDIDATES * (4 if post_filtered else 1)))}
     efficient = object_clauses or image_clauses
     if efficient:
         neural["filter"] = {"bool": {"filter": efficient}}
@@ -162,7 +178,7 @@ def filtered_query(text: str, class_name: str, min_confidence: float, since: str
 def hybrid_query(text: str, keywords: str, k: int = 5, *, filters: Filters | None = None) -> dict:
     """Lexical (filename, tags) and neural scores combined by the search pipeline's normalization."""
     lexical: dict[str, Any] = {"multi_match": {"query": keywords, "fields": ["filename", "tags"]}}
-    neural: dict[str, Any] = {"query_text": text, "k": 50}
+    neural: dict[str, Any] = {"query_text": text, **knn_options(50)}
     image_filter = (filters or NO_FILTERS).for_images()
     if image_filter is not None:  # each sub-query filtered alike, so neither brings in what the other excludes
         lexical = {"bool": {"must": [lexical], "filter": [image_filter]}}

@@ -1,0 +1,174 @@
+"""Bytes per image on disk: the images index's store after a force-merge, for generated documents shaped like the
+ones ingest writes, in the real index template (settings and mappings as bootstrapped), and what each way of making
+it smaller saves.
+
+Documents: one global embedding and 0..6 detected objects (about 2 on average) each with its embedding, box, class
+and confidence, plus the image fields (id, filename, url, date, size, tags, model provenance); no thumbnail (the
+thumbnails stage measures it). Vectors are drawn from bench.recall's clustered mixture and written to JSON as the
+adapter writes them (float32 values printed as float64: ~19 characters a number).
+
+Variants, each its own index, loaded (bulk, refresh off), force-merged to one segment, then `_stats/store`:
+
+* `template`: the index exactly as the template makes it;
+* `short floats`: the same vectors printed with the fewest digits that give back the same float32 (~10
+  characters a number): the indexed float32 values are identical, `_source` is about half;
+* `best_compression`: `index.codec: best_compression` (DEFLATE instead of LZ4 for stored fields, i.e. `_source`);
+* `no vectors in _source`: `_source.excludes` on both vector fields. **Not safe on 2.19**: a partial `_update`
+  rebuilds the document from `_source` and drops the vectors (tests/integration/test_update_keeps_vectors.py);
+  shown to size what it would save;
+* `sq encoder`: lucene scalar quantization of both vector fields (`encoder: sq`); Lucene keeps the float32 vectors
+  beside the 7-bit ones, so the disk grows while search memory shrinks; recall@10 of the global field is reported.
+
+Each variant also reports recall@10 of the global field against brute force (queries from the same mixture, the
+product's `k` and ef_search), so a saving that costs recall shows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from bench.context import Context, create_index, delete_index, index_template_body
+from bench.recall import clustered_vectors
+from client.queries import knn_options
+
+BULK_DOCS = 500
+QUERIES = 100
+K = 10
+VECTOR_FIELDS = ("global_image_embedding", "detected_objects.object_embedding")
+CLASSES = ("circle", "square", "triangle", "star", "cross")
+TAGS = ("holiday", "garden", "work", "family", "night", "city", "beach", "snow")
+VARIANTS = ("template", "short floats", "best_compression", "short floats + best_compression",
+            "no vectors in _source", "sq encoder")
+
+
+def _long(v: np.ndarray) -> list[float]:
+    """As the adapter writes today: float32 → Python float (float64): ~19 characters a number."""
+    return np.asarray(v, dtype=np.float32).tolist()
+
+
+def _short(v: np.ndarray) -> list[float]:
+    """The shortest decimal that reads back as the same float32 (numpy's float32 repr), as a Python float."""
+    return [float(str(x)) for x in np.asarray(v, dtype=np.float32)]
+
+
+def documents(count: int, dim: int, seed: int = 15) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """(documents with vectors as numpy arrays, the global vectors as indexed)."""
+    rng = np.random.default_rng(seed)
+    n_objects = np.minimum(rng.poisson(2.0, size=count), 6)
+    global_vectors = clustered_vectors(count, dim, seed)
+    object_vectors = clustered_vectors(int(n_objects.sum()), dim, seed + 1)
+    docs, used = [], 0
+    for i in range(count):
+        width, height = int(rng.integers(640, 1921)), int(rng.integers(480, 1081))
+        objects = []
+        for _ in range(n_objects[i]):
+            x1, y1 = float(rng.uniform(0, width - 40)), float(rng.uniform(0, height - 40))
+            x2, y2 = x1 + float(rng.uniform(20, 400)), y1 + float(rng.uniform(20, 400))
+            class_id = int(rng.integers(len(CLASSES)))
+            objects.append({"bbox": {"x1": x1, "y1": y1, "x2": min(x2, width), "y2": min(y2, height)},
+                            "class_id": class_id, "class_name": CLASSES[class_id],
+                            "confidence": float(np.float32(rng.uniform(0.25, 1))),
+                            "object_embedding": object_vectors[used]})
+            used += 1
+        docs.append({
+            "image_id": f"img-{i:08d}", "filename": f"photos/2026/{i % 12 + 1:02d}/IMG_{i:06d}.jpg",
+            "image_url": f"https://images.example.com/photos/2026/IMG_{i:06d}.jpg",
+            "upload_date": f"2026-{i % 12 + 1:02d}-{i % 28 + 1:02d}T10:00:00Z", "width": width, "height": height,
+            "tags": sorted({TAGS[int(t)] for t in rng.integers(len(TAGS), size=int(rng.integers(0, 4)))}),
+            "model": {"clip_variant": "MobileCLIP2-S2", "clip_weights": "hf-hub:apple/MobileCLIP2-S2",
+                      "detector": "yolo11s", "detector_weights": "checkpoint:yolo11s.pt"},
+            "global_image_embedding": global_vectors[i], "detected_objects": objects,
+        })
+    return docs, global_vectors
+
+
+def _render(doc: dict[str, Any], floats: Callable[[np.ndarray], list[float]]) -> str:
+    out = {**doc, "global_image_embedding": floats(doc["global_image_embedding"]),
+           "detected_objects": [{**o, "object_embedding": floats(o["object_embedding"])}
+                                for o in doc["detected_objects"]]}
+    return json.dumps(out)
+
+
+def _body(ctx: Context, variant: str) -> dict[str, Any]:
+    body = index_template_body(ctx, with_ingest_pipeline=False)
+    index = body["settings"].setdefault("index", {})
+    index.pop("search.default_pipeline", None)
+    index.update({"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"})
+    mappings = body["mappings"]
+    if "best_compression" in variant:
+        index["codec"] = "best_compression"
+    if variant == "no vectors in _source":
+        mappings["_source"]["excludes"] = [*mappings["_source"].get("excludes", []), *VECTOR_FIELDS]
+    if variant == "sq encoder":
+        props = mappings["properties"]
+        for field in (props["global_image_embedding"], props["detected_objects"]["properties"]["object_embedding"]):
+            field["method"]["parameters"]["encoder"] = {"name": "sq"}
+    return body
+
+
+def _recall(ctx: Context, index: str, data: np.ndarray) -> dict[str, Any]:
+    probes = clustered_vectors(QUERIES, data.shape[1], seed=99)
+    truth = np.argsort(-(probes @ data.T), axis=1)[:, :K]
+    found, ms = [], []
+    for i, probe in enumerate(probes.tolist()):
+        query = {"size": K, "_source": False, "query": {"knn": {"global_image_embedding": {
+            "vector": probe, **knn_options(K)}}}}
+        t0 = time.perf_counter()
+        hits = ctx.request("POST", f"/{index}/_search", query)["hits"]["hits"]
+        ms.append((time.perf_counter() - t0) * 1000)
+        ids = {int(h["_id"]) for h in hits}
+        found.append(len(ids & set(truth[i].tolist())) / K)
+    return {"recall_at_10": round(float(np.mean(found)), 4), "latency_p50_ms": round(float(np.median(ms)), 2)}
+
+
+def run_variant(ctx: Context, variant: str, docs: list[dict[str, Any]], data: np.ndarray, tag: str) -> dict[str, Any]:
+    index = f"{ctx.settings.index.name}-bench-{tag}-bytes-{VARIANTS.index(variant)}"
+    create_index(ctx, index, _body(ctx, variant))
+    floats = _short if "short floats" in variant else _long
+    try:
+        t0 = time.perf_counter()
+        sent = 0
+        for start in range(0, len(docs), BULK_DOCS):
+            lines = []
+            for offset, doc in enumerate(docs[start:start + BULK_DOCS]):
+                source = _render(doc, floats)
+                sent += len(source)
+                lines += [json.dumps({"index": {"_id": str(start + offset)}}), source]
+            response = ctx.request("POST", f"/{index}/_bulk", content=("\n".join(lines) + "\n").encode())
+            if response.get("errors"):
+                raise RuntimeError(f"bulk into {index} failed: {str(response)[:500]}")
+        ctx.request("POST", f"/{index}/_refresh")
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ctx.os.post(f"/{index}/_forcemerge", params={"max_num_segments": "1"}, timeout=3600).raise_for_status()
+        ctx.request("POST", f"/{index}/_refresh")
+        merge_s = time.perf_counter() - t0
+        store = ctx.request("GET", f"/{index}/_stats/store,docs")["indices"][index]["primaries"]
+        files = ctx.request("GET", f"/{index}/_segments")["indices"][index]["shards"]["0"][0]["segments"]
+        per_image = store["store"]["size_in_bytes"] / len(docs)
+        return {"variant": variant, "documents": store["docs"]["count"], "segments": len(files),
+                "store_bytes": store["store"]["size_in_bytes"], "bytes_per_image": round(per_image),
+                "source_chars_per_image": round(sent / len(docs)), "load_seconds": round(load_s, 1),
+                "merge_seconds": round(merge_s, 1), "projected_10m_gb": round(per_image * 10_000_000 / 1e9, 1),
+                **_recall(ctx, index, data)}
+    finally:
+        delete_index(ctx, index)
+
+
+def run(ctx: Context, count: int, tag: str, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    docs, data = documents(count, ctx.clip.embedding_dim)
+    objects = sum(len(d["detected_objects"]) for d in docs)
+    rows = []
+    for variant in VARIANTS:
+        progress(variant)
+        rows.append(run_variant(ctx, variant, docs, data, tag))
+    base = rows[0]["bytes_per_image"]
+    for row in rows:
+        row["x_template"] = round(row["bytes_per_image"] / base, 3)
+    return {"images": count, "objects_per_image": round(objects / count, 2), "dimension": ctx.clip.embedding_dim,
+            "variants": rows}
