@@ -80,7 +80,9 @@ def run(settings: Settings, clip: ClipFacts, clip_dir: Path, yolo: YoloFacts, yo
     shared = image_set(images)
     pre = DaliPreprocessor.from_facts(clip, yolo, max_pixels=settings.models.max_image_pixels, batch_size=8)
     inputs = [r for r in pre.run([im.jpeg for im in shared]) if isinstance(r, PreprocessResult)]
-    tokens = open_clip.get_tokenizer(clip.variant)(list(TEXTS), context_length=clip.context_length).numpy()
+    # open_clip names the bundled shapes CLIP by its folder (ClipFacts.open_clip_name), a MobileCLIP2 by its variant
+    tokenizer = open_clip.get_tokenizer(getattr(clip, "open_clip_name", "") or clip.variant)
+    tokens = tokenizer(list(TEXTS), context_length=clip.context_length).numpy()
     for m in models.values():  # first runs allocate; not timed
         _analyze(m, clip, inputs[0], {k: [] for k in ("detector", "image_encoder", "crops", "models_total")})
         m.text.run(None, {"tokens": tokens[:1].astype(np.int64)})
