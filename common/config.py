@@ -151,6 +151,13 @@ class ViewerSettings(_Section):
         return f"http://{self.host}:{self.port}"
 
 
+# the CLIP trained here on generated shapes scenes (export/shapes/shapes_clip), the default offline: unlike a
+# MobileCLIP2 without its weights, its search results mean something
+BUNDLED_CLIP = "shapes-clip"
+MOBILECLIP2_VARIANTS = ("MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-B", "MobileCLIP2-S3", "MobileCLIP2-S4",
+                        "MobileCLIP2-L-14")
+
+
 class ModelSettings(_Section):
     clip_variant: str = "MobileCLIP2-S2"
     clip_weights: str | None = None
@@ -167,10 +174,9 @@ class ModelSettings(_Section):
     @field_validator("clip_variant")
     @classmethod
     def _known_variant(cls, value: str) -> str:
-        known = {"MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-B", "MobileCLIP2-S3", "MobileCLIP2-S4",
-                 "MobileCLIP2-L-14"}
+        known = (BUNDLED_CLIP, *MOBILECLIP2_VARIANTS)
         if value not in known:
-            raise ValueError(f"unknown MobileCLIP2 variant {value!r}; choose one of {sorted(known)}")
+            raise ValueError(f"unknown CLIP variant {value!r}; choose one of {list(known)}")
         return value
 
 

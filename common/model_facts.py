@@ -90,6 +90,9 @@ class ClipFacts(_Facts):
     image_file: str = "image.onnx"
     text_file: str = "text.onnx"
     open_clip_version: str = ""  # a re-export is due when it moves: random init and configs may change
+    # what open_clip builds and tokenizes it by: the variant name, or `local-dir:<folder>` for a model whose
+    # architecture is a config file of its own (the bundled shapes CLIP)
+    open_clip_name: str = ""
     export_seconds: float | None = None
 
     def image_file_for(self, precision: Precision) -> str:

@@ -1,4 +1,8 @@
-"""MobileCLIP2 image and text encoders → ONNX, with the facts everything downstream reads (DESIGN.md §3, §7).
+"""CLIP image and text encoders → ONNX, with the facts everything downstream reads (DESIGN.md §3, §7).
+
+Two kinds of model go through here: MobileCLIP2 (open_clip's registry; real weights from a checkpoint or the hub,
+random init offline) and the bundled shapes CLIP trained here (`export/shapes/shapes_clip`, an open_clip local
+folder holding its own config), the offline default.
 
 The towers are open_clip's own: we only wrap `encode_image` / `encode_text(normalize=True)` so the graph
 computes exactly what open_clip computes (S0/S2 text towers have no causal mask; re-implementing them is
@@ -11,6 +15,9 @@ the transform `pretrained=None` returns (it falls back to OpenAI mean/std, which
 from __future__ import annotations
 
 import argparse
+import copy
+import hashlib
+import json
 import logging
 import time
 import warnings
@@ -28,8 +35,9 @@ from rich.console import Console
 from timm.utils.model import reparameterize_model
 from torch import nn
 
-from common.config import Settings, load_config
+from common.config import BUNDLED_CLIP, Settings, load_config
 from common.model_facts import METADATA_FILE, ClipFacts, MissingArtifactError
+from export.shapes import CLIP_DIR
 
 log = logging.getLogger(__name__)
 console = Console(stderr=True)
@@ -41,16 +49,32 @@ SELF_CHECK_TOLERANCE = 1e-3  # export refuses to finish above this; the parity t
 
 
 def clip_variants() -> list[str]:
-    """Every MobileCLIP2 architecture the installed open_clip knows (the CLI's choices)."""
-    return [name for name in open_clip.list_models() if name.startswith("MobileCLIP2-")]
+    """The bundled CLIP and every MobileCLIP2 architecture the installed open_clip knows (the CLI's choices)."""
+    return [BUNDLED_CLIP, *(name for name in open_clip.list_models() if name.startswith("MobileCLIP2-"))]
+
+
+def open_clip_name(variant: str) -> str:
+    """What open_clip builds and tokenizes the variant by: the bundled CLIP is a folder with its own config."""
+    return f"local-dir:{CLIP_DIR}" if variant == BUNDLED_CLIP else variant
+
+
+def _bundled_config() -> dict[str, Any]:
+    return dict(json.loads((CLIP_DIR / "open_clip_config.json").read_text()))
+
+
+def _model_config(variant: str) -> dict[str, Any] | None:
+    return _bundled_config()["model_cfg"] if variant == BUNDLED_CLIP else open_clip.get_model_config(variant)
 
 
 def canonical_preprocess(variant: str) -> dict[str, Any]:
-    """The preprocessing the variant was trained with, from its first registered pretrained tag.
+    """The preprocessing the variant was trained with: the bundled CLIP's own, or a MobileCLIP2's first registered
+    pretrained tag's.
 
     Readable offline: open_clip keeps pretrained configs in its package. Merged over open_clip's own
-    defaults exactly as `create_model` merges them when a tag is loaded.
+    defaults exactly as `create_model` merges them when a tag (or a local folder) is loaded.
     """
+    if variant == BUNDLED_CLIP:
+        return merge_preprocess_dict(PreprocessCfg(), _bundled_config()["preprocess_cfg"])
     tags = open_clip.list_pretrained_tags_by_model(variant)
     if not tags:
         raise ValueError(f"{variant}: open_clip has no pretrained tag, so its preprocessing is unknown")
@@ -59,7 +83,7 @@ def canonical_preprocess(variant: str) -> dict[str, Any]:
 
 def variant_facts(variant: str) -> dict[str, Any]:
     """Facts about a variant from open_clip's model config JSON + pretrained config, without building it."""
-    cfg = open_clip.get_model_config(variant)
+    cfg = _model_config(variant)
     if cfg is None:
         raise ValueError(f"unknown open_clip model {variant!r}; MobileCLIP2 variants: {clip_variants()}")
     pre = canonical_preprocess(variant)
@@ -84,10 +108,20 @@ def _square(size: int | Sequence[int], what: str) -> int:
     return int(size[0])
 
 
-def weights_source(weights: str | None) -> str:
+def bundled_source() -> str:
+    """The bundled weights, named by their content: retraining them makes every export stale."""
+    weights = CLIP_DIR / "open_clip_model.safetensors"
+    if not weights.is_file():
+        raise MissingArtifactError(f"the bundled CLIP's weights are missing: {weights} "
+                                   "(python -m export.shapes.train_clip trains them)")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return f"bundled:{CLIP_DIR.name}@{digest} (trained here from random init by export/shapes/train_clip.py)"
+
+
+def weights_source(weights: str | None, variant: str = "") -> str:
     """How the metadata names the weights; computed without loading so `ensure_clip` can compare."""
     if weights is None:
-        return RANDOM_SOURCE
+        return bundled_source() if variant == BUNDLED_CLIP else RANDOM_SOURCE
     path = Path(weights).expanduser()
     if path.exists():
         return f"checkpoint:{path.resolve()}"
@@ -102,8 +136,13 @@ def load_clip(variant: str, weights: str | None, reparameterize: bool = True) ->
     anything else → a pretrained tag or `hf-hub:` id, the path users run when online.
     `reparameterize=False` exists for the parity test.
     """
-    source = weights_source(weights)
-    if weights is None:
+    source = weights_source(weights, variant)
+    if variant == BUNDLED_CLIP and weights is None:
+        log.info("%s: the bundled CLIP trained here on shapes scenes (%s)", variant, source)
+        model = open_clip.create_model(open_clip_name(variant))
+    elif variant == BUNDLED_CLIP and not Path(weights or "").expanduser().is_dir():
+        raise ValueError(f"{variant} loads from an open_clip folder (config + weights), not {weights!r}")
+    elif weights is None:
         log.warning(
             "NO WEIGHTS for %s: building the real architecture with RANDOM weights (seed %d). "
             "Its embeddings are MEANINGLESS; set models.clip_weights (checkpoint or hub id) for real search.",
@@ -200,7 +239,7 @@ def clip_facts(model: nn.Module, variant: str, source: str) -> dict[str, Any]:
     misfit = {k: (v, expected[k]) for k, v in facts.items() if v != expected[k]}
     if misfit:
         raise ValueError(f"weights {source} do not fit {variant} (model, config): {misfit}")
-    own_cfg = source.startswith("hub:") or (
+    own_cfg = source.startswith(("hub:", "bundled:")) or (
         source.startswith("checkpoint:") and Path(source.removeprefix("checkpoint:")).is_dir())
     pre = cast(dict[str, Any], clip_visual(model).preprocess_cfg) if own_cfg else expected
     facts.update(
@@ -249,6 +288,9 @@ def _onnx_export(module: nn.Module, example: torch.Tensor, input_name: str, path
     """
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
+    # the exporter works on a copy: measured on the bundled CLIP (a timm ResNet), exporting changed the module's own
+    # outputs by 0.16 afterwards (the ONNX graph was right), which the self-check would then blame on the graph
+    module = copy.deepcopy(module)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             # known and harmless: the legacy exporter's deprecation notice, and aten::index's note about
@@ -313,7 +355,8 @@ def export_clip(variant: str, weights: str | None, out_dir: Path) -> ClipFacts:
     seconds = time.perf_counter() - start
     result = ClipFacts(
         weights=source, exported_at=datetime.now(UTC).isoformat(timespec="seconds"), opset=OPSET,
-        open_clip_version=open_clip.__version__, export_seconds=round(seconds, 1), **facts,
+        open_clip_version=open_clip.__version__, export_seconds=round(seconds, 1),
+        open_clip_name=open_clip_name(variant), **facts,
     )
     result.save(out_dir)
     log.info("exported %s in %.1f s (ONNX vs PyTorch max |diff|: image %.1e, text %.1e)",
@@ -333,7 +376,7 @@ def ensure_export(variant: str, weights: str | None, out_dir: Path, force: bool 
             log.info("no usable CLIP export in %s (%s)", out_dir, exc)
         else:
             same = (facts.variant, facts.weights, facts.open_clip_version) == (
-                variant, weights_source(weights), open_clip.__version__)
+                variant, weights_source(weights, variant), open_clip.__version__)
             files = all((out_dir / f).is_file() for f in (facts.image_file, facts.text_file))
             if same and files:
                 log.info("CLIP export up to date: %s (%s)", out_dir, facts.weights)

@@ -1,9 +1,11 @@
-"""Deterministic generator of images of simple coloured shapes, with exact boxes.
+"""Deterministic generator of images of simple coloured shapes, with exact boxes and true colour names.
 
 Every image is drawn from its own random generator seeded with `(seed, index)`, so image `i` of a seed
 is always the same, whatever the number of images asked for.  Images are 320..1280 px on the long
 side, with solid, gradient or noisy backgrounds and 1..6 non-overlapping shapes of five classes, each
-rotated, in a colour that stands out from the background under it.
+rotated, in one of eight named colours (slightly varied) that stands out from the background under it:
+the CLIP trained on these scenes learns from captions built from the boxes, so the names must be true.
+A `SceneStyle` changes sizes and backgrounds, e.g. for a held-out set unlike the training scenes.
 
 `python -m export.shapes.dataset OUT --train 1200 --val 80 --seed 0` writes a YOLO dataset
 (`images/{train,val}`, `labels/{train,val}`, `data.yaml`).
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import io
 import logging
 import math
 from collections.abc import Iterator
@@ -33,6 +36,36 @@ MIN_REL_SIZE, MAX_REL_SIZE = 0.05, 0.25
 MAX_OBJECTS = 6
 MIN_CONTRAST = 90.0  # Euclidean RGB distance between a shape's colour and the background under it
 
+# the colours a caption may name, as drawn (each channel then varied by up to COLOUR_JITTER)
+NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 25, 30), "green": (30, 160, 50), "blue": (30, 70, 215), "yellow": (245, 215, 30),
+    "orange": (245, 130, 15), "purple": (135, 40, 175), "white": (245, 245, 245), "black": (15, 15, 15),
+}
+COLOUR_JITTER = 12
+BACKGROUNDS = ("solid", "gradient", "noise", "blotches", "stripes", "radial")
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """Sizes and backgrounds of a family of scenes; the default is what the detector was trained on."""
+
+    min_side: int = MIN_SIDE
+    max_side: int = MAX_SIDE
+    min_rel_size: float = MIN_REL_SIZE
+    max_rel_size: float = MAX_REL_SIZE
+    max_objects: int = MAX_OBJECTS
+    backgrounds: tuple[str, ...] = ("solid", "gradient", "noise", "blotches")
+    background_weights: tuple[float, ...] = (0.25, 0.3, 0.2, 0.25)
+
+
+DEFAULT_STYLE = SceneStyle()
+# what the bundled CLIP trains on: smaller pictures (cheaper to draw; the CLIP sees them at ~100 px anyway)
+CLIP_TRAIN_STYLE = SceneStyle(min_side=256, max_side=512)
+# what its relevance is measured on: another seed, backgrounds it never saw, other sizes and at most 5 objects
+HELD_OUT_SEED = 2027
+HELD_OUT_STYLE = SceneStyle(min_side=400, max_side=1100, min_rel_size=0.07, max_rel_size=0.22, max_objects=5,
+                            backgrounds=("stripes", "radial", "solid"), background_weights=(0.4, 0.4, 0.2))
+
 
 @dataclass(frozen=True)
 class Box:
@@ -41,6 +74,7 @@ class Box:
     y1: float
     x2: float
     y2: float
+    colour: str = ""
 
     @property
     def name(self) -> str:
@@ -56,9 +90,21 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h, s, v)) * 255.0
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
-    kind = rng.choice(["solid", "gradient", "noise", "blotches"], p=[0.25, 0.3, 0.2, 0.25])
-    if kind == "solid":
+def _background(rng: np.random.Generator, width: int, height: int, style: SceneStyle) -> np.ndarray:
+    kind = rng.choice(list(style.backgrounds), p=list(style.background_weights))
+    if kind == "stripes":  # soft diagonal bands of two related colours
+        a = _random_colour(rng)
+        b = np.clip(a + rng.normal(0, 40, 3), 0, 255)
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        period, angle = rng.uniform(20, 120), rng.uniform(0, math.pi)
+        t = 0.5 + 0.5 * np.sin((xs * math.cos(angle) + ys * math.sin(angle)) * 2 * math.pi / period)
+        img = a * (1 - t[..., None]) + b * t[..., None]
+    elif kind == "radial":  # a vignette: one colour in the middle fading to another at the corners
+        a, b = _random_colour(rng), _random_colour(rng)
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        r = np.hypot(xs - width / 2, ys - height / 2) / math.hypot(width / 2, height / 2)
+        img = a * (1 - r[..., None]) + b * r[..., None]
+    elif kind == "solid":
         img = np.broadcast_to(_random_colour(rng), (height, width, 3)).copy()
     elif kind == "gradient":
         a, b = _random_colour(rng), _random_colour(rng)
@@ -114,42 +160,41 @@ def _rgb(colour: np.ndarray) -> tuple[int, int, int]:
     return r, g, b
 
 
-def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> tuple[int, int, int]:
-    best: np.ndarray | None = None
-    best_dist = -1.0
-    for _ in range(30):
-        colour = _random_colour(rng)
-        dist = float(np.linalg.norm(colour - under))
-        if dist >= MIN_CONTRAST:
-            return _rgb(colour)
-        if dist > best_dist:
-            best, best_dist = colour, dist
-    assert best is not None  # the first try already beats -1
-    return _rgb(best)
+def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> tuple[str, tuple[int, int, int]]:
+    """A named colour that stands out from `under` (the most distant one when none reaches MIN_CONTRAST)."""
+    names = list(NAMED_COLOURS)
+    order = rng.permutation(len(names))
+    dists = [float(np.linalg.norm(np.array(NAMED_COLOURS[names[i]], dtype=float) - under)) for i in order]
+    ok = [i for i, d in zip(order, dists, strict=True) if d >= MIN_CONTRAST]
+    name = names[ok[0]] if ok else names[int(order[int(np.argmax(dists))])]
+    jitter = rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, size=3)
+    colour = np.clip(np.array(NAMED_COLOURS[name]) + jitter, 0, 255)
+    return name, _rgb(colour)
 
 
-def render(seed: int, index: int, size_scale: float = 1.0) -> tuple[Image.Image, list[Box]]:
-    """Image `index` of `seed`: an RGB image and its boxes (pixels, x1 y1 x2 y2).
+def render(seed: int, index: int, size_scale: float = 1.0, style: SceneStyle = DEFAULT_STYLE
+           ) -> tuple[Image.Image, list[Box]]:
+    """Image `index` of `seed`: an RGB image and its boxes (pixels, x1 y1 x2 y2, with the colour's name).
 
     `size_scale` multiplies the relative object sizes: training at half the resolution the detector is used
     at (320 vs 640) renders the shapes twice as large, so they cover as many pixels as at inference.
     """
     rng = _rng(seed, index)
-    long_side = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+    long_side = int(rng.integers(style.min_side, style.max_side + 1))
     short_side = round(long_side * float(rng.uniform(0.5, 1.0)))
     width, height = (long_side, short_side) if rng.random() < 0.6 else (short_side, long_side)
-    bg = _background(rng, width, height)
+    bg = _background(rng, width, height, style)
     image = Image.fromarray(bg.astype(np.uint8))
     draw = ImageDraw.Draw(image)
 
     boxes: list[Box] = []
-    wanted = int(rng.integers(1, MAX_OBJECTS + 1))
+    wanted = int(rng.integers(1, style.max_objects + 1))
     for _ in range(wanted * 15):
         if len(boxes) == wanted:
             break
         class_id = int(rng.integers(len(CLASS_NAMES)))
         name = CLASS_NAMES[class_id]
-        rel = size_scale * math.exp(rng.uniform(math.log(MIN_REL_SIZE), math.log(MAX_REL_SIZE)))
+        rel = size_scale * math.exp(rng.uniform(math.log(style.min_rel_size), math.log(style.max_rel_size)))
         size = min(rel * long_side, 0.6 * min(width, height))
         cx, cy = rng.uniform(size * 0.75, width - size * 0.75), rng.uniform(size * 0.75, height - size * 0.75)
         if name == "circle":
@@ -167,12 +212,12 @@ def render(seed: int, index: int, size_scale: float = 1.0) -> tuple[Image.Image,
             continue
         ix1, iy1, ix2, iy2 = (int(v) for v in box)
         under = bg[iy1:iy2 + 1, ix1:ix2 + 1].reshape(-1, 3).mean(axis=0)
-        colour = _contrasting_colour(rng, under)
+        colour_name, colour = _contrasting_colour(rng, under)
         if pts is None:
             draw.ellipse(box, fill=colour)
         else:
             draw.polygon(pts, fill=colour)
-        boxes.append(Box(class_id, *box))
+        boxes.append(Box(class_id, *box, colour=colour_name))
 
     if rng.random() < 0.3:
         image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 1.2))))
@@ -182,10 +227,27 @@ def render(seed: int, index: int, size_scale: float = 1.0) -> tuple[Image.Image,
     return image, boxes
 
 
-def samples(seed: int, count: int, start: int = 0, size_scale: float = 1.0
+def jpeg_bytes(image: Image.Image, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """The picture after a JPEG round trip at `quality`."""
+    return Image.open(io.BytesIO(jpeg_bytes(image, quality))).convert("RGB")
+
+
+def smaller_copy(image: Image.Image, scale: float, quality: int) -> Image.Image:
+    """What a user's copy of a picture looks like: resized and recompressed."""
+    w, h = image.size
+    return jpeg(image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR), quality)
+
+
+def samples(seed: int, count: int, start: int = 0, size_scale: float = 1.0, style: SceneStyle = DEFAULT_STYLE
             ) -> Iterator[tuple[Image.Image, list[Box]]]:
     for index in range(start, start + count):
-        yield render(seed, index, size_scale)
+        yield render(seed, index, size_scale, style)
 
 
 def yolo_label_lines(boxes: list[Box], width: int, height: int) -> list[str]:

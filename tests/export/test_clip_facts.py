@@ -1,4 +1,5 @@
-"""MobileCLIP2 facts come from open_clip's registry (no model built) and agree with DESIGN.md §7."""
+"""MobileCLIP2 facts come from open_clip's registry (no model built) and agree with DESIGN.md §7; the bundled
+shapes CLIP's come from its own folder and name its weights by content."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import open_clip
 import pytest
 
+from common.config import BUNDLED_CLIP
 from common.model_facts import ClipFacts
 from export import mobileclip
 
@@ -25,8 +27,23 @@ DESIGN = {  # variant: (embedding dim, image size, mean, std)
 }
 
 
-def test_open_clip_knows_exactly_the_six_variants() -> None:
-    assert sorted(mobileclip.clip_variants()) == sorted(DESIGN)
+def test_open_clip_knows_exactly_the_six_variants_and_the_bundled_one() -> None:
+    assert sorted(mobileclip.clip_variants()) == sorted([*DESIGN, BUNDLED_CLIP])
+
+
+def test_bundled_clip_facts_come_from_its_folder() -> None:
+    import json
+
+    from export.shapes import CLIP_DIR
+
+    written = json.loads((CLIP_DIR / "open_clip_config.json").read_text())
+    facts = mobileclip.variant_facts(BUNDLED_CLIP)
+    assert facts["embedding_dim"] == written["model_cfg"]["embed_dim"]
+    assert facts["image_size"] == written["model_cfg"]["vision_cfg"]["image_size"]
+    assert facts["mean"] == pytest.approx(written["preprocess_cfg"]["mean"])
+    assert mobileclip.open_clip_name(BUNDLED_CLIP) == f"local-dir:{CLIP_DIR}"
+    source = mobileclip.weights_source(None, BUNDLED_CLIP)
+    assert source.startswith("bundled:shapes_clip@") and source != mobileclip.RANDOM_SOURCE
 
 
 @pytest.mark.parametrize("variant", sorted(DESIGN))

@@ -1,4 +1,7 @@
-"""Turns text into the token ids of the variant's own open_clip tokenizer (not a re-implementation).
+"""Turns text into the token ids of the model's own open_clip tokenizer (not a re-implementation).
+
+The model is named as open_clip names it: a registered variant, or `local-dir:<folder>` (the bundled shapes
+CLIP, whose config lives in its folder).
 
 open_clip (and the torch it imports) must be installed in the Python the server runs this model with: the cpu
 profile's venv has it; NVIDIA's Triton image does not, so docker-compose.gpu.yml builds it into its image.
@@ -20,7 +23,7 @@ class TritonPythonModel:
                 f"tokenizer needs open_clip_torch (and torch) in the Triton server's Python ({exc}); the gpu "
                 "profile's image installs them (docker-compose.gpu.yml)") from exc
         params = parameters(model_config(args))
-        self.tokenizer = open_clip.get_tokenizer(params["variant"])
+        self.tokenizer = open_clip.get_tokenizer(params["open_clip_name"])
         self.context_length = int(params["context_length"])
 
     def execute(self, requests):
