@@ -4,7 +4,8 @@ Stages (all by default, `--only` picks some): ingest (OpenSearch vs Triton vs na
 of every image vs streaming), cache (repeated vs cold queries), query (neural vs embed + knn), recall (Lucene
 HNSW vs exact), memory (sampled while ingest and query run), thumbnails (what the results page's thumbnail adds
 to each document, sent and on disk), int8 (the ONNX models at fp32 and int8 side by side; needs no running
-stack), bytes (index store bytes per image after a force-merge, and what shrinks it). Results go to
+stack), bytes (index store bytes per image after a force-merge, and what shrinks it), relevance (the bundled
+models judged through OpenSearch on held-out generated scenes: text, object, hybrid and image queries). Results go to
 bench/results/<timestamp>.json and .md, and bench/results/latest.md. The bench indices are deleted at the end.
 """
 
@@ -27,7 +28,7 @@ from bench.context import Context, connect, create_index, delete_index, index_te
 from common.config import load_config
 from common.errors import run_command
 
-STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails", "int8", "bytes")
+STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails", "int8", "bytes", "relevance")
 OFFLINE_STAGES = {"int8"}  # run on the exported models alone: `--only int8` needs no `make up`
 console = Console()
 
@@ -54,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "configured CLIP's embeddings of generated scenes)")
     p.add_argument("--bulk-images", type=int, help="images in the one-request _bulk (default 100 quick, 1000 full)")
     p.add_argument("--bytes-images", type=int, default=10_000, help="documents per bytes-per-image index")
+    p.add_argument("--relevance-scenes", type=int, help="held-out scenes indexed (default 240 quick, 1000 full)")
+    p.add_argument("--relevance-copies", type=int, default=100, help="image → image queries (copies of scenes)")
     p.add_argument("--int8-images", type=int, help="images per int8 round (default 8 quick, 24 full)")
     return p.parse_args(argv)
 
@@ -67,6 +70,7 @@ def defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.recall_queries = args.recall_queries or (100 if quick else 200)
     args.bulk_images = args.bulk_images or (100 if quick else 1000)
     args.int8_images = args.int8_images or (8 if quick else 24)
+    args.relevance_scenes = args.relevance_scenes or (240 if quick else 1000)
     args.only = args.only or list(STAGES)
     return args
 
@@ -178,6 +182,13 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
         with console.status("generating the image set …"):
             shared = images.image_set(args.images)
         results["thumbnails"] = thumbnails.run(ctx, shared, tag, progress=lambda: progress.advance(task))
+    if "relevance" in args.only:
+        from bench import relevance
+
+        task = progress.add_task("relevance", total=3)
+        results["relevance"] = relevance.run(ctx.settings, args.relevance_scenes, args.relevance_copies, tag,
+                                             lambda label: progress.update(task, description=f"relevance: {label}",
+                                                                           advance=1))
     if "bulk" in args.only:
         from bench import bigbulk
 

@@ -109,7 +109,8 @@ class Measure:
         worst: dict[str, float] = {}
         for q, _ in self._queries():
             hits = self._hits(object_query(q.text, 10, filters=self.only))
-            ok = [bool(m) and _object_is(self._scene(h), m[1], q) for h in hits for m in [matched_object(h)]]
+            matched = [(h, matched_object(h)) for h in hits]
+            ok = [m is not None and _object_is(self._scene(h), m[1], q) for h, m in matched]
             right, total = right + sum(ok), total + len(ok)
             worst[q.text] = sum(ok) / len(ok) if ok else 0.0
         return {"rate": right / total if total else 0.0, "hits": total, "queries": len(worst),
@@ -155,3 +156,34 @@ def measure_all(client: OpenSearch, index: str, scenes: list[Scene], tag: str, c
     m = Measure(client, index, scenes, tag)
     return {"scenes": len(scenes), "objects": sum(len(s.boxes) for s in scenes),
             "text": m.text(), "objects_query": m.objects(), "hybrid": m.hybrid(), "image": m.image(copies)}
+
+
+def run(settings: Any, count: int, copies: int, tag: str, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The bench stage: index `count` held-out scenes into the product's index, measure, delete them again."""
+    import time
+
+    from bootstrap.opensearch_api import connect
+
+    client = connect(settings.opensearch)
+    index = settings.index.name
+    label = f"relevance-{tag}"
+    progress("drawing held-out scenes")
+    scenes = held_out_scenes(count, label)
+    try:
+        progress("indexing them through the pipeline")
+        start = time.perf_counter()
+        outcome = index_scenes(client, index, scenes, label)
+        seconds = time.perf_counter() - start
+        client.indices.refresh(index=index)
+        progress("measuring")
+        m = Measure(client, index, scenes, label)
+        result = {"scenes": len(scenes), "objects": sum(len(s.boxes) for s in scenes),
+                  "indexed": client.count(index=index, body={"query": {"term": {"tags": label}}})["count"],
+                  "dead_lettered": len(scenes) - outcome.by_index.get(index, 0) - sum(
+                      n for i, n in outcome.by_index.items() if i != index and not i.endswith("failed")),
+                  "index_seconds": round(seconds, 1),
+                  "text": m.text(), "objects_query": m.objects(), "hybrid": m.hybrid(), "image": m.image(copies)}
+    finally:
+        client.delete_by_query(index=index, body={"query": {"term": {"tags": label}}}, refresh=True,
+                               conflicts="proceed")
+    return result

@@ -78,6 +78,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("int8 ingest speedup: fp32 ÷ int8 model ms per image (detector + image + crops) ≥ 1.8×", q["speedup"],
             1.8, True, f"detector {m['detector']}×, image encoder {m['image_encoder']}×, crops {m['crops']}×; "
             f"text query {m['text']}×")
+    rel = results.get("relevance")
+    if rel:
+        n = f"{rel['scenes']} held-out scenes"
+        add(f"text → image precision@10, \"a {{colour}} {{shape}}\" ({n})", rel["text"]["mean"], 0.8, True,
+            f"{rel['text']['queries']} queries")
+        add(f"object query: matched object of the queried colour and shape ({n})", rel["objects_query"]["rate"], 0.9,
+            True, f"{rel['objects_query']['hits']} hits")
+        add(f"hybrid + class filter precision@10 ({n})", rel["hybrid"]["mean"], 0.9, True,
+            f"hits without the class: {rel['hybrid']['hits_without_class']}")
+        add(f"image → image: a smaller recompressed copy finds its original first ({n})", rel["image"]["rate"], 0.95,
+            True, f"{rel['image']['copies']} copies")
     bulk = results.get("bulk")
     if bulk:
         add("one _bulk of all images ≥ 0.9 × streaming images/s", bulk["one_bulk_x_streaming"], 0.9, True,
@@ -258,6 +269,18 @@ def markdown(results: dict[str, Any]) -> str:
         rows = [[name, _s(idle.get(name, {})), _s(load.get(name, {})), _s(load.get(name, {}), "max")]
                 for name in sorted(load)]
         lines += _table(["figure", "before load", "under load (median)", "under load (max)"], rows)
+    rel = results.get("relevance")
+    if rel:
+        lines += ["## Relevance through OpenSearch (held-out generated scenes, bench/relevance.py)", "",
+                  f"{rel['scenes']} scenes holding {rel['objects']} objects indexed through the pipeline in "
+                  f"{rel['index_seconds']} s ({rel['indexed']} indexed); queries restricted to them by tag.", ""]
+        rows = [[name, round(r.get("mean", r.get("rate", 0.0)), 3), r.get("queries", r.get("copies", "")),
+                 "; ".join(f"{q} {v:.2f}" for q, v in r.get("worst", []))]
+                for name, r in (("text → image precision@10", rel["text"]),
+                                ("object query: matched object right", rel["objects_query"]),
+                                ("hybrid + class filter precision@10", rel["hybrid"]),
+                                ("image → image: copy first", rel["image"]))]
+        lines += _table(["measure", "value", "queries", "worst queries"], rows)
     lines += [f"Raw figures: `{results['json_file']}`.", ""]
     return "\n".join(lines)
 

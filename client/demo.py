@@ -1,4 +1,8 @@
-"""`visual-search demo`: every README search mode against a live index, printed with what matched."""
+"""`visual-search demo`: every README search mode against a live index, printed with what matched.
+
+The generated samples are named by what they hold (`client.ingest.write_sample_images`), so each hit's file name
+shows whether the search found what it was asked for: "a red circle" should list files holding a red-circle first.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ def run_examples(client: OpenSearch, index: str, sample_image: Path, console: Co
         shown = json.dumps(body)[:160] + ("…" if len(json.dumps(body)) > 160 else "")
         console.print(f"\n[bold]{title}[/bold]  {shown}", highlight=False)
         for hit in hits:
-            line = f"  {hit['_score']:.4f}  {hit['_id']}"
+            line = f"  {hit['_score']:.4f}  {hit['_source'].get('filename', hit['_id'])}"
             inner = hit.get("inner_hits", {}).get("detected_objects", {}).get("hits", {}).get("hits", [])
             if inner:
                 obj = inner[0]["_source"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,13 +39,16 @@ def ingest_folder(client: OpenSearch, index: str, folder: Path) -> BulkOutcome:
 
 
 def write_sample_images(folder: Path, count: int = 48, seed: int = 2024) -> Path:
-    """Generated shape images, in sub-folders by their most common shape (the folder names become tags)."""
+    """Generated shape images, in sub-folders by their most common shape (the folder names become tags), named by
+    what they hold ("sample_007_red-circle_blue-star.jpg"), so that a search result can be judged at a glance."""
     from export.shapes.dataset import render
 
+    shutil.rmtree(folder, ignore_errors=True)  # the generator's own folder: samples of an older generator go
     for i in range(count):
         image, boxes = render(seed, i)
         names = [b.name for b in boxes] or ["empty"]
-        target = folder / max(set(names), key=names.count) / f"sample_{i:03d}.jpg"
+        holds = "_".join(sorted({f"{b.colour}-{b.name}" for b in boxes}))
+        target = folder / max(set(names), key=names.count) / f"sample_{i:03d}_{holds}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=90)

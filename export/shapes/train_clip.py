@@ -37,7 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import open_clip
@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from export.mobileclip import encode_image, encode_text
 from export.shapes import CLIP_DIR
 from export.shapes.captions import Caption, Thing, all_object_queries, object_query, scene_caption, truth_matrix
 from export.shapes.dataset import (
@@ -238,10 +239,10 @@ def train(model: torch.nn.Module, data: TrainingData, plan: ClipTrainPlan, pre: 
         pictures = [data.things[i] for i in si] + [Counter({data.crop_things[j]: 1}) for j in ci]
         truth = torch.from_numpy(truth_matrix(captions, pictures))
         pixels = np.concatenate([data.views[si], data.crops[ci], data.copies[si[:plan.instance_pairs]]])
-        images = model.encode_image(pre.to_tensor(pixels), normalize=True)
-        texts = model.encode_text(tokenizer([c.text for c in captions]), normalize=True)
+        images = encode_image(model, pre.to_tensor(pixels), normalize=True)
+        texts = encode_text(model, tokenizer([c.text for c in captions]), normalize=True)
         n = len(captions)
-        scale = model.logit_scale.exp().clamp(max=100)
+        scale = cast(torch.Tensor, model.logit_scale).exp().clamp(max=100)
         logits = scale * images[:n] @ texts.T
         caption_loss = (multi_positive_loss(logits, truth) + multi_positive_loss(logits.T, truth.T)) / 2
         instance_logits = scale * images[n:] @ images[:plan.batch_scenes].T
@@ -262,7 +263,7 @@ def embed_pictures(model: torch.nn.Module, pre: Preprocessing, pictures: Sequenc
     out = []
     for start in range(0, len(pictures), 64):
         pixels = np.stack([np.asarray(geometry(p.convert("RGB"))) for p in pictures[start:start + 64]])
-        out.append(model.encode_image(pre.to_tensor(pixels), normalize=True).numpy())
+        out.append(encode_image(model, pre.to_tensor(pixels), normalize=True).numpy())
     return np.concatenate(out)
 
 
@@ -280,7 +281,7 @@ def evaluate(model: torch.nn.Module, pre: Preprocessing, count: int = 400) -> di
     scenes = [render(HELD_OUT_SEED, i, style=HELD_OUT_STYLE) for i in range(count)]
     images = embed_pictures(model, pre, [s[0] for s in scenes])
     queries = all_object_queries()
-    texts = model.encode_text(tokenizer([q.text for q in queries]), normalize=True).numpy()
+    texts = encode_text(model, tokenizer([q.text for q in queries]), normalize=True).numpy()
     holds = truth_matrix(queries, [Counter((b.colour, b.name) for b in s[1]) for s in scenes])  # [scene, query]
     precisions = []
     for q in range(len(queries)):
