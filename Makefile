@@ -47,7 +47,9 @@ browser:
 	@(command -v chromium && command -v chromedriver) >/dev/null || \
 		($(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver)
 
+# the tests also start a secured node (tests/integration/test_security.py): the security plugin's build too
 test: models opensearch browser
+	VS_OPENSEARCH__SECURITY=true $(PY) -m localstack.opensearch_dist
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -rs --durations=15
