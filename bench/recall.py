@@ -71,9 +71,10 @@ def clustered_vectors(count: int, dim: int, seed: int) -> np.ndarray:
     return _unit(centres[members] + noise)
 
 
-def clip_vectors(ctx: Context, count: int, seed: int, base: int = 256) -> np.ndarray:
-    """Embeddings of `base` generated scenes and their crops by the configured CLIP (ONNX Runtime, the served
-    precision), each widened to count // base vectors by a perturbation well below the distances between them."""
+def clip_vectors(ctx: Context, count: int, seed: int, base: int = 4096) -> np.ndarray:
+    """Embeddings of generated scenes and their crops by the configured CLIP (ONNX Runtime, the served precision):
+    `base` real ones (about 900 scenes), each widened to count // base vectors by a perturbation well below the
+    distances between them (embedding 100k real scenes would take most of an hour on 2 cores)."""
     import io
 
     import onnxruntime as ort
