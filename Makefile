@@ -12,6 +12,11 @@ STAMP  := $(VENV)/.installed
 ifeq ($(SECURE),1)
 export VS_OPENSEARCH__SECURITY := true
 endif
+# TRITON_REPLICAS=N: N local Triton servers (replica i on the configured ports + 10 × i); the adapter spreads
+# requests over them and re-sends a dead one's requests to another. Same rule: give it to every command.
+ifdef TRITON_REPLICAS
+export VS_TRITON__REPLICAS := $(TRITON_REPLICAS)
+endif
 
 .PHONY: up down status bootstrap models opensearch browser test test-unit lint bench bench-quick bench-gpu demo replay venv clean
 

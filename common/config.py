@@ -91,6 +91,9 @@ class OpenSearchSettings(_Section):
         return name, read_credentials(self.credentials_path).password(name)
 
 
+REPLICA_PORT_STEP = 10  # local Triton replica i listens on the configured ports + 10 × i
+
+
 class TritonSettings(_Section):
     host: str = "127.0.0.1"
     http_port: int = 8000
@@ -100,6 +103,11 @@ class TritonSettings(_Section):
     preferred_batch_sizes: list[int] = [4, 8, 16]
     max_queue_delay_us: int = Field(2000, ge=0)
     instances: int = Field(1, ge=1)
+    # Replicas: `replicas` local servers (replica i on the ports above + REPLICA_PORT_STEP × i), or `endpoints`, the
+    # gRPC host:port of each remote Triton host (then the local stack starts none). The adapter spreads requests
+    # over them (fewest in flight) and re-sends a failed replica's requests to another.
+    replicas: int = Field(1, ge=1)
+    endpoints: list[str] = []
 
     @property
     def http_url(self) -> str:
@@ -108,6 +116,22 @@ class TritonSettings(_Section):
     @property
     def grpc_url(self) -> str:
         return f"{self.host}:{self.grpc_port}"
+
+    def replica_ports(self, i: int) -> tuple[int, int, int]:
+        """(http, grpc, metrics) of local replica i."""
+        step = REPLICA_PORT_STEP * i
+        return self.http_port + step, self.grpc_port + step, self.metrics_port + step
+
+    @property
+    def local_replicas(self) -> int:
+        return 0 if self.endpoints else self.replicas
+
+    @property
+    def grpc_urls(self) -> list[str]:
+        """Every Triton the adapter sends to."""
+        if self.endpoints:
+            return list(self.endpoints)
+        return [f"{self.host}:{self.replica_ports(i)[1]}" for i in range(self.replicas)]
 
 
 class AdapterSettings(_Section):
@@ -167,8 +191,8 @@ class ModelSettings(_Section):
     iou_threshold: float = Field(0.45, ge=0, le=1)
     max_det: int = Field(100, ge=1, le=1000)
     max_image_pixels: int = Field(40_000_000, gt=0)
-    # cpu profile: the ONNX files ONNX Runtime runs. int8 = quantized copies `python -m export` writes beside the fp32
-    # ones (fidelity checked in tests/export, speed in bench --only int8); the gpu profile always serves fp32 to TensorRT.
+    # cpu profile: the ONNX files ONNX Runtime runs. int8 = quantized copies `python -m export` writes beside the
+    # fp32 ones (fidelity checked in tests/export, speed in bench --only int8); the gpu profile always serves fp32.
     precision: Literal["fp32", "int8"] = "fp32"
 
     @field_validator("clip_variant")

@@ -57,11 +57,22 @@ def opensearch_node(settings: Settings) -> OpenSearchNode:
                           security=prepare(settings) if secure else None)
 
 
-def triton_server(settings: Settings) -> TritonServer:
-    t = settings.triton
-    repo = render_repository(settings, run_dir(settings) / "triton_repo")
-    return TritonServer(repo, settings.cache, t.http_port, t.grpc_port, t.metrics_port,
-                        run_dir(settings) / "triton.log")
+def triton_name(replica: int) -> str:
+    """Local replica 0 is "triton" (its pid, log and repository keep their names), the others "triton-<i>"."""
+    return "triton" if replica == 0 else f"triton-{replica}"
+
+
+def triton_names(settings: Settings) -> list[str]:
+    return [triton_name(i) for i in range(settings.triton.local_replicas)]
+
+
+def triton_server(settings: Settings, replica: int = 0) -> TritonServer:
+    """Local replica `replica`, with a repository of its own: rendering one must never rewrite a folder another
+    server is loading from."""
+    name = triton_name(replica)
+    repo = render_repository(settings, run_dir(settings) / f"{name}_repo")
+    http, grpc, metrics = settings.triton.replica_ports(replica)
+    return TritonServer(repo, settings.cache, http, grpc, metrics, run_dir(settings) / f"{name}.log")
 
 
 def adapter_command() -> list[str]:
@@ -90,6 +101,7 @@ def launch_viewer(settings: Settings) -> subprocess.Popen:
 
 def health_urls(settings: Settings) -> dict[str, str]:
     t, a, v = settings.triton, settings.adapter, settings.viewer
-    return {"opensearch": f"{settings.opensearch.url}/_cluster/health",
-            "triton": f"http://{t.http_url}/v2/health/ready", "adapter": f"http://{a.host}:{a.port}/health",
-            "viewer": f"{v.url}/health"}
+    tritons = {triton_name(i): f"http://{t.host}:{t.replica_ports(i)[0]}/v2/health/ready"
+               for i in range(t.local_replicas)}
+    return {"opensearch": f"{settings.opensearch.url}/_cluster/health", **tritons,
+            "adapter": f"http://{a.host}:{a.port}/health", "viewer": f"{v.url}/health"}

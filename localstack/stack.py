@@ -25,7 +25,7 @@ from localstack import supervisor
 from localstack.opensearch_dist import ensure_distribution
 from localstack.processes import stop_pid, wait_until
 from localstack.security import ensure_secrets
-from localstack.services import health_urls, run_dir, service_healthy
+from localstack.services import health_urls, run_dir, service_healthy, triton_names
 
 console = Console()
 
@@ -40,13 +40,12 @@ def start_supervisor(settings: Settings) -> subprocess.Popen | None:
 
 
 def waithealthy(settings: Settings, proc: subprocess.Popen | None) -> None:
-    timeouts = {"opensearch": 240.0, "triton": 360.0, "adapter": 120.0, "viewer": 60.0}
-    logs = {"opensearch": run_dir(settings) / "opensearch" / "logs" / "console.log",
-            "triton": run_dir(settings) / "triton.log", "adapter": run_dir(settings) / "adapter.log",
-            "viewer": run_dir(settings) / "viewer.log"}
+    timeouts = {"opensearch": 240.0, "adapter": 120.0, "viewer": 60.0}  # each Triton replica: 360 s
+    run = run_dir(settings)
     for name in health_urls(settings):
+        log = run / "opensearch" / "logs" / "console.log" if name == "opensearch" else run / f"{name}.log"
         with console.status(f"waiting for {name} …"):
-            wait_until(partial(service_healthy, settings, name), proc, timeouts[name], name, logs[name])
+            wait_until(partial(service_healthy, settings, name), proc, timeouts.get(name, 360.0), name, log)
         console.print(f"{name}: up")
 
 
@@ -88,11 +87,15 @@ def up(settings: Settings, bootstrap: Callable[[], None] | None = None) -> int:
 def status(settings: Settings) -> int:
     t, a = settings.triton, settings.adapter
     supervised = {sv["name"]: sv for sv in (supervisor.state(settings) or {}).get("services", [])}
+    tritons: list[tuple[str, str | None, str]] = []
+    for i, replica in enumerate(triton_names(settings)):
+        http, grpc, metrics = t.replica_ports(i)
+        tritons += [(f"Triton{' ' + str(i) if i else ''} HTTP", replica, f"http://{t.host}:{http}"),
+                    ("  gRPC", None, f"{t.host}:{grpc}"), ("  metrics", None, f"http://{t.host}:{metrics}/metrics")]
+    tritons += [("Triton (remote)", None, url) for url in t.endpoints]
     rows = [
         ("OpenSearch", "opensearch", settings.opensearch.url),
-        ("Triton HTTP", "triton", f"http://{t.http_url}"),
-        ("Triton gRPC", None, t.grpc_url),
-        ("Triton metrics", None, f"http://{t.host}:{t.metrics_port}/metrics"),
+        *tritons,
         ("adapter", "adapter", f"http://{a.host}:{a.port}"),
         ("viewer", "viewer", f"{settings.viewer.url}/"),
     ]
@@ -116,8 +119,8 @@ def down(settings: Settings) -> int:
         while time.monotonic() < deadline and supervisor.pid_alive(pid):
             time.sleep(0.5)
         console.print(f"supervisor: stopped (pid {pid})")
-    for name, pid_file in (("viewer", run / "viewer.pid"), ("adapter", run / "adapter.pid"),
-                           ("Triton", run / "triton.pid"),
+    tritons = [(name, run / f"{name}.pid") for name in triton_names(settings)]
+    for name, pid_file in (("viewer", run / "viewer.pid"), ("adapter", run / "adapter.pid"), *tritons,
                            ("OpenSearch", run / "opensearch" / "opensearch.pid")):
         pid = supervisor.read_pid(pid_file)
         if pid is None:

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from localstack.services import (
     opensearch_node,
     run_dir,
     service_healthy,
+    triton_name,
     triton_server,
 )
 
@@ -102,8 +104,12 @@ def read_pid(path: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
+def _launch_triton(settings: Settings, replica: int) -> subprocess.Popen:
+    return triton_server(settings, replica).launch()
+
+
 def services(settings: Settings) -> list[Service]:
-    """OpenSearch, Triton, the adapter, the viewer: in start order."""
+    """OpenSearch, the local Triton replicas, the adapter, the viewer: in start order."""
     run = run_dir(settings)
 
     def redeploy() -> None:
@@ -112,7 +118,8 @@ def services(settings: Settings) -> list[Service]:
     return [
         Service("opensearch", lambda: opensearch_node(settings).launch(), run / "opensearch" / "opensearch.pid",
                 ready=lambda: service_healthy(settings, "opensearch"), after_ready=redeploy),
-        Service("triton", lambda: triton_server(settings).launch(), run / "triton.pid"),
+        *(Service(triton_name(i), partial(_launch_triton, settings, i), run / f"{triton_name(i)}.pid")
+          for i in range(settings.triton.local_replicas)),
         Service("adapter", lambda: launch_adapter(settings), run / "adapter.pid"),
         Service("viewer", lambda: launch_viewer(settings), run / "viewer.pid"),
     ]

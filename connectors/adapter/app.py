@@ -40,7 +40,7 @@ from connectors.adapter.schemas import (
     ModelInfo,
 )
 from connectors.adapter.thumbnail import make_thumbnail
-from connectors.adapter.triton import InferenceFailed, TritonModels, TritonUnavailable
+from connectors.adapter.triton import InferenceFailed, TritonPool, TritonUnavailable
 
 REQUESTS = Counter("adapter_requests_total", "Requests by endpoint and outcome", ["endpoint", "outcome"])
 log = logging.getLogger("visual_search.adapter")
@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.triton = TritonModels(settings.triton.grpc_url)
+        app.state.triton = TritonPool.connect(settings.triton.grpc_urls)
         app.state.fetcher = ImageFetcher(a.max_image_bytes, a.url_fetch_timeout_s, a.url_fetch_allow_private,
                                          a.url_fetch_max_concurrent)
         app.state.model_info = None
@@ -174,7 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         ready = await app.state.triton.ready()
-        return JSONResponse({"status": "ok" if ready else "triton_not_ready", "triton": settings.triton.grpc_url},
+        return JSONResponse({"status": "ok" if ready else "triton_not_ready", "triton": settings.triton.grpc_urls},
                             status_code=200 if ready else 503)
 
     @app.get("/v1/queue")
@@ -193,7 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         texts, images = body.texts, body.images
         if not texts and not images:
             raise HTTPException(400, "give `text` and/or `image` (base64)")
-        triton: TritonModels = app.state.triton
+        triton: TritonPool = app.state.triton
         decoded = [decode_image(b64, a.max_image_bytes, f"image[{i}]") for i, b64 in enumerate(images)]
         cache: EmbeddingCache = app.state.embed_cache
 

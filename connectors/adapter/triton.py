@@ -1,8 +1,12 @@
-"""One shared async gRPC client to Triton, and the three calls the adapter makes."""
+"""One shared async gRPC client per Triton server, the three calls the adapter makes, and the pool of replicas
+the adapter spreads them over."""
 
 from __future__ import annotations
 
 import json
+import logging
+import time
+from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
@@ -19,6 +23,8 @@ from common.contract import (
 )
 from common.triton_io import model_parameters
 from connectors.adapter.errors import AdapterError
+
+log = logging.getLogger(__name__)
 
 # A request Triton has not answered in this long is abandoned (and reported transient, so it is retried).
 INFER_TIMEOUT_S = 300.0
@@ -89,3 +95,81 @@ class TritonModels:
     async def analyze(self, image: bytes) -> dict[str, np.ndarray]:
         result = await self._infer(ANALYZE_MODEL, [triton_io.image_input(grpcclient, image)], list(ANALYZE_OUTPUTS))
         return {name: result.as_numpy(name)[0] for name in ANALYZE_OUTPUTS}
+
+
+class TritonPool:
+    """Several Triton servers serving the same models, used as one.
+
+    Each request goes to the replica with the fewest requests in flight (a slow or busy replica gets fewer), among
+    those not set aside. A replica that fails a request transiently — killed mid-request, not ready, unreachable —
+    is set aside for `cooldown_s` and that request is sent again to another replica, so a replica dying under load
+    costs latency, not documents. A permanent failure (the image itself is bad) is final: another replica would
+    answer the same. Only when every replica has failed the request does the caller see TritonUnavailable.
+    With one replica this is exactly that replica.
+    """
+
+    def __init__(self, replicas: list[TritonModels], cooldown_s: float = 5.0) -> None:
+        if not replicas:
+            raise ValueError("a Triton pool needs at least one replica")
+        self.replicas = replicas
+        self.cooldown_s = cooldown_s
+        self.in_flight = [0] * len(replicas)
+        self.down_until = [0.0] * len(replicas)
+        self.failovers = 0
+
+    @classmethod
+    def connect(cls, urls: list[str]) -> TritonPool:
+        return cls([TritonModels(url) for url in urls])
+
+    @property
+    def urls(self) -> list[str]:
+        return [r.url for r in self.replicas]
+
+    async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.close()
+
+    def _order(self, exclude: set[int]) -> list[int]:
+        """Candidates, best first: replicas in service before those set aside, then fewest in flight."""
+        now = time.monotonic()
+        left = [i for i in range(len(self.replicas)) if i not in exclude]
+        return sorted(left, key=lambda i: (self.down_until[i] > now, self.in_flight[i], i))
+
+    async def _call(self, method: str, *args: Any) -> Any:
+        tried: set[int] = set()
+        failure: TritonUnavailable | None = None
+        while len(tried) < len(self.replicas):
+            i = self._order(tried)[0]
+            tried.add(i)
+            self.in_flight[i] += 1
+            try:
+                return await getattr(self.replicas[i], method)(*args)
+            except TritonUnavailable as exc:
+                failure = exc
+                self.down_until[i] = time.monotonic() + self.cooldown_s
+                if len(tried) < len(self.replicas):
+                    self.failovers += 1
+                    log.warning("Triton replica %s failed (%s); sending the request to another", self.urls[i], exc)
+            finally:
+                self.in_flight[i] -= 1
+        assert failure is not None
+        raise failure
+
+    async def ready(self) -> bool:
+        """Ready when any replica is: the others are failed over to."""
+        return any([await r.ready() for r in self.replicas])
+
+    async def parameters(self, model: str) -> dict[str, str]:
+        return dict(await self._call("parameters", model))
+
+    async def identity(self) -> str:
+        return str(await self._call("identity"))
+
+    async def embed_text(self, text: str) -> np.ndarray:
+        return np.asarray(await self._call("embed_text", text))
+
+    async def embed_image(self, image: bytes) -> np.ndarray:
+        return np.asarray(await self._call("embed_image", image))
+
+    async def analyze(self, image: bytes) -> dict[str, np.ndarray]:
+        return dict(await self._call("analyze", image))
