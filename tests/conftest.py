@@ -6,6 +6,7 @@ the pytriton wheel serving the repository rendered for the cpu profile, the adap
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -84,6 +85,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "VS_TRITON__METRICS_PORT": str(settings.triton.metrics_port),
         "VS_ADAPTER__PORT": str(settings.adapter.port),
         "VS_ADAPTER__URL_FETCH_ALLOW_PRIVATE": str(settings.adapter.url_fetch_allow_private).lower(),
+        **({"VS_TRITON__ENDPOINTS": json.dumps(settings.triton.endpoints)} if settings.triton.endpoints else {}),
         # secured: the child reads the generated credentials (the adapter its token) from the same run folder
         **({"VS_OPENSEARCH__SECURITY": "true", "VS_RUN_DIR": str(settings.run_path)}
            if settings.opensearch.security else {}),
