@@ -183,7 +183,7 @@ MOBILECLIP2_VARIANTS = ("MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-B", "Mo
 
 
 class ModelSettings(_Section):
-    clip_variant: str = "MobileCLIP2-S2"
+    clip_variant: str = BUNDLED_CLIP
     clip_weights: str | None = None
     yolo_variant: str = "yolo11s"
     yolo_weights: str | None = None

@@ -6,7 +6,9 @@ can see that the product works. This small open_clip model (its architecture is 
 open_clip's own tokenizer) learns the shapes world's vocabulary — five shapes, eight named colours, counts and
 whole-scene captions — so that "a red circle" finds red circles, in whole pictures and among detected objects.
 
-Three things are learned at once, each for one way the product searches:
+Three things are learned at once, each for one way the product searches (a fourth, a linear probe that reads
+from the image embedding which colour × shape pairs a picture holds, only speeds learning up: measured without
+it, 600 steps learned colours (97 % of crops named right) but hardly shapes (39 %); the probe is not exported):
 * scene ↔ caption, with every caption in the batch that is true of a picture counted as a positive
   (`captions.truth_matrix`), for text → image search;
 * object crop ↔ "a {colour} {shape}", cut from the true boxes with jitter like a detector's, for the nested
@@ -72,11 +74,12 @@ class ClipTrainPlan:
     seed: int = 0
     scenes: int = 10000
     crops_per_scene: int = 2
-    steps: int = 600
+    steps: int = 1000
     batch_scenes: int = 96
     batch_crops: int = 64
     instance_pairs: int = 32  # scenes of a batch also seen as a smaller, recompressed copy
     instance_weight: float = 0.5
+    probe_weight: float = 1.0  # the auxiliary "what is in this picture" probe (not part of the exported model)
     lr: float = 2e-3
     warmup_steps: int = 60
     weight_decay: float = 0.05
@@ -222,8 +225,11 @@ def train(model: torch.nn.Module, data: TrainingData, plan: ClipTrainPlan, pre: 
     tokenizer = open_clip.get_tokenizer(f"local-dir:{CLIP_DIR}")
     rng = np.random.default_rng([plan.seed, 2])
     captioned = np.array([i for i, t in enumerate(data.things) if t])
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    other = [p for p in model.parameters() if p.ndim < 2]
+    things = [q.terms[0][0] for q in all_object_queries()]
+    probe = torch.nn.Linear(int(cast(torch.Tensor, model.text_projection).shape[1]), len(things))
+    params = [*model.parameters(), *probe.parameters()]
+    decay = [p for p in params if p.ndim >= 2]
+    other = [p for p in params if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": plan.weight_decay},
                              {"params": other, "weight_decay": 0.0}], lr=plan.lr)
     losses: list[float] = []
@@ -240,6 +246,7 @@ def train(model: torch.nn.Module, data: TrainingData, plan: ClipTrainPlan, pre: 
         truth = torch.from_numpy(truth_matrix(captions, pictures))
         pixels = np.concatenate([data.views[si], data.crops[ci], data.copies[si[:plan.instance_pairs]]])
         images = encode_image(model, pre.to_tensor(pixels), normalize=True)
+        present = torch.tensor([[float(p[t] > 0) for t in things] for p in pictures])
         texts = encode_text(model, tokenizer([c.text for c in captions]), normalize=True)
         n = len(captions)
         scale = cast(torch.Tensor, model.logit_scale).exp().clamp(max=100)
@@ -247,7 +254,8 @@ def train(model: torch.nn.Module, data: TrainingData, plan: ClipTrainPlan, pre: 
         caption_loss = (multi_positive_loss(logits, truth) + multi_positive_loss(logits.T, truth.T)) / 2
         instance_logits = scale * images[n:] @ images[:plan.batch_scenes].T
         instance_loss = F.cross_entropy(instance_logits, torch.arange(plan.instance_pairs))
-        loss = caption_loss + plan.instance_weight * instance_loss
+        probe_loss = F.binary_cross_entropy_with_logits(probe(images[:n] * 10), present)
+        loss = caption_loss + plan.instance_weight * instance_loss + plan.probe_weight * probe_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
