@@ -2,7 +2,7 @@
 
 Offline there are no CLIP weights, and a randomly initialised MobileCLIP2 ranks every search arbitrarily: nobody
 can see that the product works. This small open_clip model (its architecture is data:
-`shapes_clip/open_clip_config.json`, a small timm ResNet image tower at 96 px and a 3-layer text transformer on
+`shapes_clip/open_clip_config.json`, a timm resnet10t image tower at 80 px and a 3-layer text transformer on
 open_clip's own tokenizer) learns the shapes world's vocabulary — five shapes, eight named colours, counts and
 whole-scene captions — so that "a red circle" finds red circles, in whole pictures and among detected objects.
 
