@@ -2,15 +2,16 @@
 
 What is exercised and what is not, honestly:
 
-* Triton here serves MobileCLIP2-S2 (512-d) only; no 768-d model exists in the test stack. So the S2 → S3 change is
+* Triton here serves the configured CLIP only (the bundled shapes CLIP, 256-d); no 768-d model exists in the test
+  stack. So a change to MobileCLIP2-S3 is
   exercised up to the point where a real S3 model would be needed: with a `ClipFacts` claiming S3 / 768-d, the
   plan has the `replace` step with the dimension as its reason, the real CLI refuses it without --allow-reindex
   (exit 2, the reason and the flag on stderr) and changes nothing; with the flag, the pre-flight analysis of one
-  image finds 512-d vectors and stops before any write is blocked or any index created.
+  image finds the served dimension and stops before any write is blocked or any index created.
 * The replacement itself (write block, clone of the concrete index, new version from the template, `_reindex`
   through the ingest pipeline so URL documents are analyzed again by the real models, dead-lettering of a URL
   that no longer answers, the alias switch, searches and writes by the name) runs for real on another change an
-  index cannot take in place that the S2 model *can* satisfy: the HNSW parameter `m`. A 768-d re-analysis
+  index cannot take in place that the served model *can* satisfy: the HNSW parameter `m`. A 768-d re-analysis
   is covered against the in-memory cluster in tests/unit/test_reconcile.py.
 
 The objects get names of their own (`reidx-*`) so that they never meet the stack tests' ones on the same node.
@@ -145,20 +146,21 @@ def test_dimension_change_is_refused_without_the_flag(deployment: Settings, clus
     dry = run([sys.executable, "-m", "cli", "bootstrap", "--skip-preflight", "--dry-run"])
     print(dry.stdout)  # the plan of an S2 → S3 change, for whoever reads the test log
     assert dry.returncode == 0, dry.stdout + dry.stderr
-    assert "replace  index" in dry.stdout and "dimension 512 → 768" in dry.stdout
+    assert "replace  index" in dry.stdout and f"dimension {clip_facts.embedding_dim} → 768" in dry.stdout
     assert "--allow-reindex" in dry.stdout
 
     refused = run([sys.executable, "-m", "cli", "bootstrap", "--skip-preflight"])
     print(refused.stderr)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "--allow-reindex" in refused.stderr
-    assert "global_image_embedding: dimension 512 → 768" in refused.stderr and INDEX in refused.stderr
+    assert f"global_image_embedding: dimension {clip_facts.embedding_dim} → 768" in refused.stderr
+    assert INDEX in refused.stderr
     assert "Nothing was changed" in refused.stderr
 
     # nothing was applied, not even the connector updates planned before the replacement
     assert cluster.resolve_index(INDEX) == (INDEX, False)
     connector = cluster.find_connector(deployment.ml_commons.embed_model)
-    assert connector is not None and "MobileCLIP2-S2" in connector["description"]
+    assert connector is not None and clip_facts.variant in connector["description"]
     assert not Reconciler(cluster, deployment).plan(clip_facts).changes
     after = vectors(os_client, INDEX, URL_DOCS)
     assert all(np.array_equal(before[k], after[k]) for k in URL_DOCS)
@@ -166,10 +168,11 @@ def test_dimension_change_is_refused_without_the_flag(deployment: Settings, clus
 
 def test_dimension_change_with_the_flag_stops_when_the_served_model_disagrees(deployment: Settings, cluster: Cluster,
                                                                             clip_facts: ClipFacts, os_client):
-    """With --allow-reindex and S3 facts, the analysis of one test image still gives 512-d (Triton serves S2): the
+    """With --allow-reindex and S3 facts, the analysis of one test image still gives the served model's dimension: the
     replacement stops before blocking writes or creating an index. Steps before it (connector descriptions, the
     template) were applied, as in any partial apply; the next bootstrap with the real facts puts them back."""
-    with pytest.raises(ClusterError, match=r"produces 512-d vectors but the new version of reidx-images needs 768-d"):
+    disagree = rf"produces {clip_facts.embedding_dim}-d vectors but the new version of reidx-images needs 768-d"
+    with pytest.raises(ClusterError, match=disagree):
         Reconciler(cluster, deployment, allow_reindex=True).run(fake_s3(clip_facts))
     assert cluster.resolve_index(INDEX) == (INDEX, False)
     assert not cluster.index_names(f"{INDEX}-v*")
