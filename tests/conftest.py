@@ -64,11 +64,10 @@ def triton_server(settings: Settings, clip_facts: ClipFacts, yolo_facts: YoloFac
         yield server
 
 
-@pytest.fixture(autouse=True)
-def _session_triton_alive(request: pytest.FixtureRequest) -> None:
-    """Restarts the session's Triton before a test if it has exited, as `make up`'s supervisor would: one crash must
-    cost one test, not every test after it. (Measured once in CI: Triton 2.51's python backend segfaulted in
-    TRITONBACKEND_ResponseSend a second after a restart under ML Commons' retries.)"""
+def restart_triton_if_exited(request: pytest.FixtureRequest) -> None:
+    """Restarts the session's Triton if it has exited, as `make up`'s supervisor would: one crash must cost one test,
+    not every test after it. (Seen in CI, twice in a row: Triton 2.51's python backend segfaulted in
+    TRITONBACKEND_ResponseSend a second after the Triton-killed test restarted it under ML Commons' retries.)"""
     if "triton_server" not in request.fixturenames:
         return
     server = request.getfixturevalue("triton_server")
@@ -76,6 +75,17 @@ def _session_triton_alive(request: pytest.FixtureRequest) -> None:
         code = None if server.proc is None else server.proc.returncode
         print(f"\nthe session's Triton had exited (code {code}); restarting it", file=sys.stderr)
         server.start()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _session_triton_alive_for_the_module(request: pytest.FixtureRequest) -> None:
+    """Before a module's own module-scoped fixtures (they are set up before any function-scoped one)."""
+    restart_triton_if_exited(request)
+
+
+@pytest.fixture(autouse=True)
+def _session_triton_alive(request: pytest.FixtureRequest) -> None:
+    restart_triton_if_exited(request)
 
 
 @pytest.fixture(scope="session")

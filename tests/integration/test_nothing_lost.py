@@ -23,6 +23,7 @@ from client.replay import replay
 from common.config import Settings
 from export.shapes.dataset import render
 from tests.adapter_metrics import requests_total
+from tests.conftest import restart_triton_if_exited
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +133,7 @@ def _kill_mid_bulk(os_client, settings: Settings, adapter_url: str, docs: dict[s
     return result
 
 
-def test_triton_killed_mid_bulk_loses_nothing_and_blames_no_image(os_client, stack_settings, bootstrapped,
+def test_triton_killed_mid_bulk_loses_nothing_and_blames_no_image(request, os_client, stack_settings, bootstrapped,
                                                                   triton_server, adapter_process):
     docs = shape_docs("triton-kill", 40)
 
@@ -143,6 +144,7 @@ def test_triton_killed_mid_bulk_loses_nothing_and_blames_no_image(os_client, sta
     busy_before = busy_answers(adapter_process.url)
     response = _kill_mid_bulk(os_client, stack_settings, adapter_process.url, docs, kill, triton_server.start, 3)
     assert not response["errors"], response
+    restart_triton_if_exited(request)  # the restarted server may itself have crashed (see tests/conftest.py)
     print(f"\nTriton killed mid-bulk: { {k: len(v) for k, v in account(os_client, stack_settings, docs).items()} }, "
           f"busy answers {busy_answers(adapter_process.url) - busy_before:.0f}")
     # while Triton was down the adapter answered "busy, retry" (ML Commons retried) instead of "bad image"
