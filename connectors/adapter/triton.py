@@ -26,6 +26,11 @@ from connectors.adapter.errors import AdapterError
 
 log = logging.getLogger(__name__)
 
+# gRPC's default reconnect backoff grows to 120 s while a server is down, so after a Triton restart the channel kept
+# refusing calls ("failed to connect to all addresses") for minutes (seen in CI): retry the connection every second.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
+             ("grpc.max_reconnect_backoff_ms", 1000)]
+
 # A request Triton has not answered in this long is abandoned (and reported transient, so it is retried).
 INFER_TIMEOUT_S = 300.0
 
@@ -50,7 +55,7 @@ def classify(message: str) -> type[TritonUnavailable] | type[InferenceFailed]:
 class TritonModels:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client = grpcclient.InferenceServerClient(url=url)
+        self.client = grpcclient.InferenceServerClient(url=url, channel_args=RECONNECT)
 
     async def close(self) -> None:
         await self.client.close()
