@@ -118,12 +118,10 @@ class Preprocessing:
 
     def visible_region(self, width: int, height: int) -> tuple[float, float, float, float]:
         """The part of a width × height picture that survives the shortest-side resize and centre crop."""
-        scale = self.size / min(width, height)
         new_w, new_h = (self.size, int(self.size * height / width)) if width <= height else (
             int(self.size * width / height), self.size)
         left, top = round((new_w - self.size) / 2), round((new_h - self.size) / 2)
         sx, sy = new_w / width, new_h / height
-        del scale
         return left / sx, top / sy, (left + self.size) / sx, (top + self.size) / sy
 
     def to_tensor(self, pixels: np.ndarray) -> torch.Tensor:
