@@ -179,8 +179,7 @@ def run(settings: Any, count: int, copies: int, tag: str, progress: Callable[[st
         m = Measure(client, index, scenes, label)
         result = {"scenes": len(scenes), "objects": sum(len(s.boxes) for s in scenes),
                   "indexed": client.count(index=index, body={"query": {"term": {"tags": label}}})["count"],
-                  "dead_lettered": len(scenes) - outcome.by_index.get(index, 0) - sum(
-                      n for i, n in outcome.by_index.items() if i != index and not i.endswith("failed")),
+                  "dead_lettered": outcome.by_index.get(settings.index.dead_letter, 0),
                   "index_seconds": round(seconds, 1),
                   "text": m.text(), "objects_query": m.objects(), "hybrid": m.hybrid(), "image": m.image(copies)}
     finally:
