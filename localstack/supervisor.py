@@ -60,13 +60,15 @@ class ServiceState:
 @dataclass
 class Service:
     """One supervised process: how to launch it (returns the child), where its pid file is, and optionally what
-    to do each time it has come up (`ready` says when; `after_ready` runs once per start, in the background)."""
+    to do each time it has come up (`ready` says when; `after_ready` runs once per start, in the background)
+    and after it is stopped (`after_stop`: what a process killed on its way down can leave behind)."""
 
     name: str
     launch: Callable[[], subprocess.Popen]
     pid_file: Path
     ready: Callable[[], bool] | None = None
     after_ready: Callable[[], None] | None = None
+    after_stop: Callable[[], None] | None = None
     state: ServiceState = field(init=False)
     proc: subprocess.Popen | None = None
     awaiting_ready: bool = False
@@ -108,6 +110,10 @@ def _launch_triton(settings: Settings, replica: int) -> subprocess.Popen:
     return triton_server(settings, replica).launch()
 
 
+def _release_triton_shm(settings: Settings, replica: int) -> None:
+    triton_server(settings, replica).release_orphaned_shm()
+
+
 def services(settings: Settings) -> list[Service]:
     """OpenSearch, the local Triton replicas, the adapter, the viewer: in start order."""
     run = run_dir(settings)
@@ -118,7 +124,8 @@ def services(settings: Settings) -> list[Service]:
     return [
         Service("opensearch", lambda: opensearch_node(settings).launch(), run / "opensearch" / "opensearch.pid",
                 ready=lambda: service_healthy(settings, "opensearch"), after_ready=redeploy),
-        *(Service(triton_name(i), partial(_launch_triton, settings, i), run / f"{triton_name(i)}.pid")
+        *(Service(triton_name(i), partial(_launch_triton, settings, i), run / f"{triton_name(i)}.pid",
+                  after_stop=partial(_release_triton_shm, settings, i))
           for i in range(settings.triton.local_replicas)),
         Service("adapter", lambda: launch_adapter(settings), run / "adapter.pid"),
         Service("viewer", lambda: launch_viewer(settings), run / "viewer.pid"),
@@ -208,6 +215,8 @@ class Supervisor:
         for service in reversed(self.services):
             if service.state.pid is not None and service.alive():
                 stop_pid(service.state.pid, timeout_s=60)
+            if service.after_stop is not None:
+                service.after_stop()
             service.pid_file.unlink(missing_ok=True)
             service.state.pid = None
         self.write_state()

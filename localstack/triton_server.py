@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,9 @@ import httpx
 from localstack.processes import StartupError, stop_pid, wait_until
 
 STUB_NAME = "triton_python_backend_stub"
+SHM_DIR = Path("/dev/shm")
+SHM_PREFIX = "vs_triton_"
+SHM_ORPHAN_AGE_S = 60.0
 
 
 def pytriton_server_dir() -> Path:
@@ -63,6 +67,48 @@ def server_env() -> dict[str, str]:
     return env
 
 
+def mapped_shm_names() -> set[str]:
+    """Names of the /dev/shm files some live process has mapped (read from every /proc/PID/maps we may read)."""
+    names: set[str] = set()
+    for maps in Path("/proc").glob("[0-9]*/maps"):
+        try:
+            text = maps.read_text(errors="replace")
+        except OSError:  # the process ended, or is not ours to read
+            continue
+        for line in text.splitlines():
+            at = line.find(str(SHM_DIR) + "/")
+            if at >= 0:
+                names.add(line[at + len(str(SHM_DIR)) + 1:].removesuffix(" (deleted)"))
+    return names
+
+
+def remove_orphaned_shm(prefix: str, min_age_s: float) -> int:
+    """Unlink python-backend shared-memory regions of ours that no process maps any more.
+
+    Triton unlinks its stubs' regions (64 MiB each, one per model instance) only when it shuts down cleanly. A
+    server that is killed leaves them in /dev/shm, which is memory: a day of kill-and-restart tests once left
+    15 GiB there and the next test run was OOM-killed. Only files no live process maps are removed, and with
+    `min_age_s` only ones old enough not to belong to a server that is starting right now.
+    """
+    if not SHM_DIR.is_dir():
+        return 0
+    candidates = [p for p in SHM_DIR.glob(f"{prefix}*") if p.is_file()]
+    if not candidates:
+        return 0
+    mapped = mapped_shm_names()
+    now = time.time()
+    removed = 0
+    for path in candidates:
+        try:
+            if path.name in mapped or now - path.stat().st_mtime < min_age_s:
+                continue
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 class TritonServer:
     """One tritonserver process bound to 127.0.0.1 on the given ports."""
 
@@ -84,6 +130,16 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def shm_prefix(self) -> str:
+        """This server's /dev/shm region prefix: one per port, so its leftovers can be found and removed."""
+        return f"{SHM_PREFIX}{self.grpc_port}_"
+
+    def release_orphaned_shm(self) -> None:
+        """Remove regions a killed server on these ports left behind, and old ones of any of our servers."""
+        remove_orphaned_shm(self.shm_prefix, min_age_s=0)
+        remove_orphaned_shm(SHM_PREFIX, min_age_s=SHM_ORPHAN_AGE_S)
+
     def command(self) -> list[str]:
         binary = pytriton_server_dir() / "bin" / "tritonserver"
         return [
@@ -100,11 +156,13 @@ class TritonServer:
             # python backend tensors travel through /dev/shm; start big enough for a batch of 640x640 inputs
             "--backend-config=python,shm-default-byte-size=67108864",
             "--backend-config=python,shm-growth-byte-size=67108864",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
 
     def launch(self) -> subprocess.Popen:
         """Start tritonserver without waiting for it (a supervisor watches it instead)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.release_orphaned_shm()
         with self.log_file.open("ab") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=server_env(),
                                          start_new_session=True)
@@ -126,6 +184,7 @@ class TritonServer:
         if self.proc is not None and self.proc.poll() is None:
             stop_pid(self.proc.pid)
         self.proc = None
+        self.release_orphaned_shm()
 
     def __enter__(self) -> TritonServer:
         return self.start()

@@ -22,6 +22,7 @@ from bootstrap.reconcile import Reconciler
 from client.replay import replay
 from common.config import Settings
 from export.shapes.dataset import render
+from localstack.triton_server import SHM_DIR, mapped_shm_names
 from tests.adapter_metrics import requests_total
 from tests.conftest import restart_triton_if_exited
 
@@ -145,6 +146,9 @@ def test_triton_killed_mid_bulk_loses_nothing_and_blames_no_image(request, os_cl
     response = _kill_mid_bulk(os_client, stack_settings, adapter_process.url, docs, kill, triton_server.start, 3)
     assert not response["errors"], response
     restart_triton_if_exited(request)  # the restarted server may itself have crashed (see tests/conftest.py)
+    # the killed server's shared memory (64 MiB per python-backend instance) went when its successor started
+    leftover = {p.name for p in SHM_DIR.glob(f"{triton_server.shm_prefix}*")} - mapped_shm_names()
+    assert not leftover, f"the killed Triton's shared-memory regions are still in {SHM_DIR}: {sorted(leftover)}"
     print(f"\nTriton killed mid-bulk: { {k: len(v) for k, v in account(os_client, stack_settings, docs).items()} }, "
           f"busy answers {busy_answers(adapter_process.url) - busy_before:.0f}")
     # while Triton was down the adapter answered "busy, retry" (ML Commons retried) instead of "bad image"
