@@ -17,8 +17,13 @@ endif
 ifdef TRITON_REPLICAS
 export VS_TRITON__REPLICAS := $(TRITON_REPLICAS)
 endif
+# NODES=N: N local OpenSearch nodes formed as one cluster (node i on 9200 + i, transport 9300 + i; shards = N,
+# 1 replica). Same rule: give it to every command of that stack.
+ifdef NODES
+export VS_OPENSEARCH__NODES := $(NODES)
+endif
 
-.PHONY: up down status bootstrap models opensearch browser test test-unit lint bench bench-quick bench-gpu demo replay venv clean
+.PHONY: up down status bootstrap models opensearch browser test test-cluster test-unit lint bench bench-quick bench-gpu demo replay venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +63,11 @@ test: models opensearch browser
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -rs --durations=15
+
+# three secure OpenSearch nodes and two Triton replicas under faults (tests/cluster); CI runs it after `make test`
+test-cluster: models opensearch
+	VS_OPENSEARCH__SECURITY=true $(PY) -m localstack.opensearch_dist
+	$(PY) -m pytest -q -rs --durations=10 -m cluster tests/cluster
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit

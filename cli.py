@@ -31,7 +31,7 @@ def adapter_ready(settings) -> None:
                            "(`make up`) or pass --skip-preflight") from exc
     if response.status_code != 200:
         raise StartupError(f"the adapter at {url} answers {response.status_code}: {response.text[:200]} "
-                           f"(is Triton ready at {settings.triton.grpc_url}?)")
+                           f"(is Triton ready at {' '.join(settings.triton.urls)}?)")
 
 
 LOCK_WAIT_S = 600.0

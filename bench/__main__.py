@@ -5,7 +5,8 @@ of every image vs streaming), cache (repeated vs cold queries), query (neural vs
 HNSW vs exact), memory (sampled while ingest and query run), thumbnails (what the results page's thumbnail adds
 to each document, sent and on disk), int8 (the ONNX models at fp32 and int8 side by side; needs no running
 stack), bytes (index store bytes per image after a force-merge, and what shrinks it), relevance (the bundled
-models judged through OpenSearch on held-out generated scenes: text, object, hybrid and image queries). Results go to
+models judged through OpenSearch on held-out generated scenes: text, object, hybrid and image queries), cluster (one
+OpenSearch node beside three, started for the stage: start time, memory per node, bulk ingest). Results go to
 bench/results/<timestamp>.json and .md, and bench/results/latest.md. The bench indices are deleted at the end.
 """
 
@@ -28,7 +29,7 @@ from bench.context import Context, connect, create_index, delete_index, index_te
 from common.config import load_config
 from common.errors import run_command
 
-STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails", "int8", "bytes", "relevance")
+STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails", "int8", "bytes", "relevance", "cluster")
 OFFLINE_STAGES = {"int8"}  # run on the exported models alone: `--only int8` needs no `make up`
 console = Console()
 
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--relevance-scenes", type=int, help="held-out scenes indexed (default 240 quick, 1000 full)")
     p.add_argument("--relevance-copies", type=int, default=100, help="image → image queries (copies of scenes)")
     p.add_argument("--int8-images", type=int, help="images per int8 round (default 8 quick, 24 full)")
+    p.add_argument("--cluster-nodes", type=int, nargs="+", default=[1, 3], help="cluster sizes compared")
+    p.add_argument("--cluster-images", type=int, help="images sent to each cluster (default 60 quick, 200 full)")
     return p.parse_args(argv)
 
 
@@ -71,6 +74,7 @@ def defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.bulk_images = args.bulk_images or (100 if quick else 1000)
     args.int8_images = args.int8_images or (8 if quick else 24)
     args.relevance_scenes = args.relevance_scenes or (240 if quick else 1000)
+    args.cluster_images = args.cluster_images or (60 if quick else 200)
     args.only = args.only or list(STAGES)
     return args
 
@@ -189,6 +193,12 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
         results["relevance"] = relevance.run(ctx.settings, args.relevance_scenes, args.relevance_copies, tag,
                                              lambda label: progress.update(task, description=f"relevance: {label}",
                                                                            advance=1))
+    if "cluster" in args.only:
+        from bench import cluster
+
+        task = progress.add_task("cluster sizes", total=3 * len(args.cluster_nodes))
+        results["cluster"] = cluster.run(ctx, args.cluster_nodes, args.cluster_images, lambda label: progress.update(
+            task, description=f"cluster: {label}", advance=1))
     if "bulk" in args.only:
         from bench import bigbulk
 

@@ -281,6 +281,19 @@ def markdown(results: dict[str, Any]) -> str:
                                 ("hybrid + class filter precision@10", rel["hybrid"]),
                                 ("image → image: copy first", rel["image"]))]
         lines += _table(["measure", "value", "queries", "worst queries"], rows)
+    clusters = results.get("cluster")
+    if clusters:
+        secured = "secured" if clusters["security"] else "unsecured"
+        lines += ["## One OpenSearch node beside several (bench/cluster.py)", "",
+                  f"Each cluster started for the stage on this machine ({secured}), bootstrapped, then sent the "
+                  "same generated JPEGs through the streaming client (bulks of 16, 2 in flight); the models are the "
+                  "stack's one Triton on the same cores.", ""]
+        rows = [[r["nodes"], f"{r['shards']} / {r['replicas']}", f"{r['start_to_green_s']} ({r['start_x_first']}×)",
+                 ", ".join(str(m) for m in r["rss_mib_idle"]), ", ".join(str(m) for m in r["rss_mib_after_ingest"]),
+                 f"{r['images_per_s']} ({r['images_per_s_x_first']}×)", f"{r['indexed']}/{r['images']}"]
+                for r in clusters["rows"]]
+        lines += _table(["nodes", "shards / replicas", "start to green, s", "RSS per node idle (MiB)",
+                         "RSS after ingest (MiB)", "images/s", "indexed"], rows)
     lines += [f"Raw figures: `{results['json_file']}`.", ""]
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any, TypeVar
 
 from opensearchpy import OpenSearch
@@ -150,8 +151,13 @@ class Cluster:
             return None
         return {"id": found["id"], **self.request("GET", f"/_plugins/_ml/connectors/{found['id']}")}
 
-    def create_connector(self, body: dict) -> str:
-        return self.request("POST", "/_plugins/_ml/connectors/_create", body)["connector_id"]
+    def create_connector(self, body: dict, timeout_s: float = 180) -> str:
+        """Retried while ML Commons is not ready for it: a new cluster creates its credential master key at the first
+        connector, and until its config index is on the nodes the create fails ("Fetching master key timed out";
+        seen on a fresh three-node cluster) without creating anything."""
+        deadline = time.monotonic() + timeout_s
+        create = partial(self.request, "POST", "/_plugins/_ml/connectors/_create", body)
+        return self._retrying(create, deadline, time.sleep)["connector_id"]
 
     def update_connector(self, connector_id: str, body: dict) -> None:
         self.request("PUT", f"/_plugins/_ml/connectors/{connector_id}", body)
@@ -181,9 +187,21 @@ class Cluster:
         return sorted(node_id for node_id, node in (profile.get("nodes") or {}).items()
                       if ((node.get("models") or {}).get(model_id) or {}).get("model_state") == DEPLOYED)
 
+    def model_nodes(self) -> list[str]:
+        """Ids of the nodes ML Commons runs models on: the ML nodes if the cluster has any, else the data nodes
+        (the local stack runs with `only_run_on_ml_node: false`)."""
+        nodes = self.request("GET", "/_nodes", params={"filter_path": "nodes.*.roles"}).get("nodes") or {}
+        ml = sorted(node_id for node_id, node in nodes.items() if "ml" in node.get("roles", []))
+        return ml or sorted(node_id for node_id, node in nodes.items() if "data" in node.get("roles", []))
+
+    def serves_everywhere(self, served: list[str]) -> bool:
+        """Held by every node that runs models: a node that joined (or came back) after the deploy serves nothing
+        until the model is deployed again, and a request routed to it fails."""
+        return bool(served) and set(served) >= set(self.model_nodes())
+
     def model_deployed(self, model_id: str) -> bool:
-        """Deployed for real: recorded DEPLOYED and held by at least one node."""
-        return self.model_state(model_id) == DEPLOYED and bool(self.served_on(model_id))
+        """Deployed for real: recorded DEPLOYED and held by every node that runs models."""
+        return self.model_state(model_id) == DEPLOYED and self.serves_everywhere(self.served_on(model_id))
 
     def deploy_running(self, model_id: str, recent_s: float = 120) -> bool:
         """Whether a deploy task for the model was started in the last `recent_s` seconds and has not ended.
@@ -224,7 +242,7 @@ class Cluster:
             model = self._retrying(lambda: self.request("GET", f"/_plugins/_ml/models/{model_id}"), deadline, sleep)
             state = model.get("model_state", "")
             served = self._retrying(lambda: self.served_on(model_id), deadline, sleep)
-            if state == DEPLOYED and served:
+            if state == DEPLOYED and self._retrying(partial(self.serves_everywhere, served), deadline, sleep):
                 return
             if self._someone_deploying(model_id, model, deadline, sleep):
                 if time.monotonic() >= deadline:

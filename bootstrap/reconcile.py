@@ -188,7 +188,7 @@ def observe(cluster: Cluster, settings: Settings) -> Observed:
         served = None
         if record.get("name") in desired_names:
             record = {**record, **cluster.get_model(record["id"])}
-            served = bool(cluster.served_on(record["id"]))
+            served = cluster.serves_everywhere(cluster.served_on(record["id"]))
         models.append(MLObject.of(record, served))
     return Observed(
         cluster_settings=cluster.persistent_settings(),

@@ -45,7 +45,7 @@ def _ensure_one(cluster: Cluster, name: str) -> str:
         if found is None:
             return "absent"
         model_id = found["id"]
-        if cluster.model_state(model_id) == DEPLOYED and cluster.served_on(model_id):
+        if cluster.model_state(model_id) == DEPLOYED and cluster.serves_everywhere(cluster.served_on(model_id)):
             return "served"
         cluster.deploy_model(model_id, name=name)
         return "deployed"

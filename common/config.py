@@ -38,6 +38,8 @@ class OpenSearchSettings(_Section):
     verify_certs: bool = False
     heap: str = "1g"
     transport_port: int = 9300
+    # Local nodes formed as one cluster (`make up NODES=3`): node i on the URL's port + i and transport_port + i.
+    nodes: int = Field(1, ge=1)
     # The security plugin (TLS with the project's own CA, users, roles). On: the URL's scheme is https, the server's
     # certificate is always verified (against ca_certs), and without a username the tools log in with the users in
     # <run_dir>/credentials.json (generated at the first secure start).
@@ -50,6 +52,13 @@ class OpenSearchSettings(_Section):
         from urllib.parse import urlparse
 
         return urlparse(self.url).port or 9200
+
+    def node_url(self, i: int) -> str:
+        """The URL of local node i (node 0 is `url`)."""
+        from urllib.parse import urlparse
+
+        parsed = urlparse(self.url)
+        return parsed._replace(netloc=f"{parsed.hostname}:{self.http_port + i}").geturl()
 
     @property
     def credentials_path(self) -> Path | None:
@@ -104,7 +113,7 @@ class TritonSettings(_Section):
     max_queue_delay_us: int = Field(2000, ge=0)
     instances: int = Field(1, ge=1)
     # Replicas: `replicas` local servers (replica i on the ports above + REPLICA_PORT_STEP × i), or `endpoints`, the
-    # gRPC host:port of each remote Triton host (then the local stack starts none). The adapter spreads requests
+    # HTTP host:port of each remote Triton host (then the local stack starts none). The adapter spreads requests
     # over them (fewest in flight) and re-sends a failed replica's requests to another.
     replicas: int = Field(1, ge=1)
     endpoints: list[str] = []
@@ -127,11 +136,11 @@ class TritonSettings(_Section):
         return 0 if self.endpoints else self.replicas
 
     @property
-    def grpc_urls(self) -> list[str]:
-        """Every Triton the adapter sends to."""
+    def urls(self) -> list[str]:
+        """The HTTP host:port of every Triton the adapter sends to."""
         if self.endpoints:
             return list(self.endpoints)
-        return [f"{self.host}:{self.replica_ports(i)[1]}" for i in range(self.replicas)]
+        return [f"{self.host}:{self.replica_ports(i)[0]}" for i in range(self.replicas)]
 
 
 class AdapterSettings(_Section):
@@ -220,8 +229,9 @@ class IndexSettings(_Section):
     dead_letter: str = "images-failed"
     ingest_pipeline: str = "visual-ingest"
     search_pipeline: str = "visual-search"
-    shards: int = Field(1, ge=1)
-    replicas: int = Field(0, ge=0)
+    # null: from opensearch.nodes (one shard per node; one replica when there is another node to hold it)
+    shards: int | None = Field(None, ge=1)
+    replicas: int | None = Field(None, ge=0)
     hnsw_m: int = Field(16, ge=2)
     hnsw_ef_construction: int = Field(512, ge=2)
     hnsw_ef_search: int = Field(100, ge=1)
@@ -285,6 +295,17 @@ class Settings(BaseSettings):
         if self.opensearch.security and self.opensearch.url.startswith("http://"):
             self.opensearch.url = "https://" + self.opensearch.url.removeprefix("http://")
         self.opensearch._run_path = self.run_path
+        return self
+
+    @model_validator(mode="after")
+    def _index_layout_from_the_nodes(self) -> Settings:
+        """Shards spread the index over the nodes; a replica on another node keeps every document searchable and
+        every write accepted while one node is down. One node has nowhere to put a replica."""
+        nodes = self.opensearch.nodes
+        if self.index.shards is None:
+            self.index.shards = nodes
+        if self.index.replicas is None:
+            self.index.replicas = min(1, nodes - 1)
         return self
 
     @property

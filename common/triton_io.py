@@ -1,4 +1,4 @@
-"""Building Triton requests, once: the same inputs are made by the adapter (gRPC aio), the bench (gRPC) and
+"""Building Triton requests, once: the same inputs are made by the adapter (HTTP aio), the bench (gRPC) and
 the tests (HTTP), and the client modules share these class names, so the module is passed in."""
 
 from __future__ import annotations

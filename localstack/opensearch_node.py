@@ -35,12 +35,31 @@ if TYPE_CHECKING:
 _NO_JNA = "-Djna.nosys=true\n-Djna.noclasspath=true\n-Djna.boot.library.path=/nonexistent\n"
 
 
+def wait_green(client: Any, nodes: int, timeout_s: float = 300) -> dict[str, Any]:
+    """The cluster's health once it is green with `nodes` nodes, or as it is after `timeout_s` (an opensearch-py
+    client: the server waits up to 30 s a call, so the call is repeated)."""
+    from opensearchpy.exceptions import TransportError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            health = dict(client.cluster.health(params={"wait_for_status": "green", "wait_for_nodes": str(nodes)},
+                                                request_timeout=60))
+        except TransportError as exc:  # 408: not there yet; the body is the health as it is
+            if exc.status_code != 408 or not isinstance(exc.info, dict):
+                raise
+            health = exc.info
+        if (health["status"] == "green" and health["number_of_nodes"] == nodes) or time.monotonic() > deadline:
+            return health
+
+
 class NodeError(LocalStackError):
     """The node did not come up (or not in time); the message carries the tail of its logs."""
 
 
 class OpenSearchNode:
-    """A single-node OpenSearch bound to 127.0.0.1.
+    """An OpenSearch node bound to 127.0.0.1: a cluster of its own, or (with `peers`, the transport ports of every
+    node of the cluster, and their names) one of several local nodes that form one cluster.
 
     `settings` are added to `opensearch.yml` (e.g. the ML Commons trusted-endpoint regex). With `security` (a
     distribution that has the security plugin) the node serves HTTPS only, with the project's certificates and
@@ -57,6 +76,8 @@ class OpenSearchNode:
         cluster_name: str = "visual-search",
         settings: Mapping[str, Any] | None = None,
         security: NodeSecurity | None = None,
+        node_name: str | None = None,
+        peers: Mapping[str, int] | None = None,
     ) -> None:
         self.home = Path(home).resolve()
         self.data_dir = Path(data_dir).resolve()
@@ -66,6 +87,8 @@ class OpenSearchNode:
         self.cluster_name = cluster_name
         self.settings = dict(settings or {})
         self.security = security
+        self.node_name = node_name or f"{cluster_name}-{http_port}"
+        self.peers = dict(peers or {})
         self.conf_dir = self.data_dir / "config"
         self.logs_dir = self.data_dir / "logs"
         self.console_log = self.logs_dir / "console.log"
@@ -87,8 +110,8 @@ class OpenSearchNode:
     def _opensearch_yml(self) -> str:
         base: dict[str, Any] = {
             "cluster.name": self.cluster_name,
-            "node.name": f"{self.cluster_name}-{self.http_port}",
-            "discovery.type": "single-node",
+            "node.name": self.node_name,
+            **self._discovery(),
             "network.host": "127.0.0.1",
             "http.port": self.http_port,
             "transport.port": self.transport_port,
@@ -96,7 +119,7 @@ class OpenSearchNode:
             "path.logs": str(self.logs_dir),
             # A dev box's disk may be fuller than the watermarks; replicas would never be assigned.
             "cluster.routing.allocation.disk.threshold_enabled": False,
-            # Single node: ML Commons must run models on it even though it is not a dedicated ML node.
+            # No dedicated ML nodes here: ML Commons must run the models on the data nodes.
             "plugins.ml_commons.only_run_on_ml_node": False,
         }
         if self.security is not None:
@@ -104,6 +127,14 @@ class OpenSearchNode:
         base.update(self.settings)
         # JSON scalars and lists are valid YAML, so no YAML library is needed.
         return "".join(f"{key}: {json.dumps(value)}\n" for key, value in base.items())
+
+    def _discovery(self) -> dict[str, Any]:
+        """Alone: single-node discovery. With peers: find them on their transport ports; the first start of the
+        cluster elects a manager among all of them (each node is manager-eligible and holds data)."""
+        if len(self.peers) <= 1:
+            return {"discovery.type": "single-node"}
+        return {"discovery.seed_hosts": [f"127.0.0.1:{port}" for port in self.peers.values()],
+                "cluster.initial_cluster_manager_nodes": list(self.peers)}
 
     def _jvm_options(self) -> str:
         """The distribution's options with our heap, and its relative paths (cwd-dependent) made absolute."""

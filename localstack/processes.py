@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,6 +26,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_consecutive_ports(count: int, low: int = 20000, high: int = 60000) -> int:
+    """The first of `count` consecutive free ports (a local cluster's node i listens on base + i)."""
+    for base in random.sample(range(low, high - count), 200):
+        if all(_bindable(base + i) for i in range(count)):
+            return base
+    raise LocalStackError(f"found no {count} consecutive free ports between {low} and {high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -39,7 +39,7 @@ def service_healthy(settings: Settings, name: str) -> bool:
     """Whether the service answers its health URL; OpenSearch as admin over verified TLS when it is secured (not yet
     healthy while the credentials do not exist: the first secure start writes them)."""
     url = health_urls(settings)[name]
-    if name != "opensearch":
+    if not name.startswith("opensearch"):
         return healthy(url)
     try:
         auth, verify = settings.opensearch.auth(), settings.opensearch.verify
@@ -48,13 +48,30 @@ def service_healthy(settings: Settings, name: str) -> bool:
     return healthy(url, auth, verify)
 
 
-def opensearch_node(settings: Settings) -> OpenSearchNode:
-    """The local node; secured (TLS, users, roles) when the config says so, with the secrets of the run folder."""
-    secure = settings.opensearch.security
-    home = ensure_distribution(settings.cache, settings.opensearch.version, secure=secure)
-    return OpenSearchNode(home, run_dir(settings) / "opensearch", http_port=settings.opensearch.http_port,
-                          transport_port=settings.opensearch.transport_port, heap=settings.opensearch.heap,
-                          security=prepare(settings) if secure else None)
+def opensearch_name(node: int) -> str:
+    """Node 0 is "opensearch" (its data folder and pid keep the names of a one-node stack), the others
+    "opensearch-<i>"."""
+    return "opensearch" if node == 0 else f"opensearch-{node}"
+
+
+def opensearch_names(settings: Settings) -> list[str]:
+    return [opensearch_name(i) for i in range(settings.opensearch.nodes)]
+
+
+def opensearch_node(settings: Settings, node: int = 0) -> OpenSearchNode:
+    """Local node `node` of the configured cluster; secured (TLS, users, roles) when the config says so, with the
+    secrets of the run folder."""
+    o = settings.opensearch
+    home = ensure_distribution(settings.cache, o.version, secure=o.security)
+    cluster_name = "visual-search"
+    peers = {f"{cluster_name}-{o.http_port + i}": o.transport_port + i for i in range(o.nodes)}
+    return OpenSearchNode(home, run_dir(settings) / opensearch_name(node), http_port=o.http_port + node,
+                          transport_port=o.transport_port + node, heap=o.heap, cluster_name=cluster_name,
+                          security=prepare(settings) if o.security else None, peers=peers)
+
+
+def opensearch_log(settings: Settings, node: int = 0) -> Path:
+    return run_dir(settings) / opensearch_name(node) / "logs" / "console.log"
 
 
 def triton_name(replica: int) -> str:
@@ -103,5 +120,7 @@ def health_urls(settings: Settings) -> dict[str, str]:
     t, a, v = settings.triton, settings.adapter, settings.viewer
     tritons = {triton_name(i): f"http://{t.host}:{t.replica_ports(i)[0]}/v2/health/ready"
                for i in range(t.local_replicas)}
-    return {"opensearch": f"{settings.opensearch.url}/_cluster/health", **tritons,
+    nodes = {opensearch_name(i): f"{settings.opensearch.node_url(i)}/_cluster/health"
+             for i in range(settings.opensearch.nodes)}
+    return {**nodes, **tritons,
             "adapter": f"http://{a.host}:{a.port}/health", "viewer": f"{v.url}/health"}

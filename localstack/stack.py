@@ -25,7 +25,7 @@ from localstack import supervisor
 from localstack.opensearch_dist import ensure_distribution
 from localstack.processes import stop_pid, wait_until
 from localstack.security import ensure_secrets
-from localstack.services import health_urls, run_dir, service_healthy, triton_names
+from localstack.services import health_urls, opensearch_names, run_dir, service_healthy, triton_names
 
 console = Console()
 
@@ -40,12 +40,14 @@ def start_supervisor(settings: Settings) -> subprocess.Popen | None:
 
 
 def waithealthy(settings: Settings, proc: subprocess.Popen | None) -> None:
-    timeouts = {"opensearch": 240.0, "adapter": 120.0, "viewer": 60.0}  # each Triton replica: 360 s
+    timeouts = {"adapter": 120.0, "viewer": 60.0}  # each OpenSearch node: 240 s, each Triton replica: 360 s
     run = run_dir(settings)
     for name in health_urls(settings):
-        log = run / "opensearch" / "logs" / "console.log" if name == "opensearch" else run / f"{name}.log"
+        node = name.startswith("opensearch")
+        log = run / name / "logs" / "console.log" if node else run / f"{name}.log"
+        timeout = 240.0 if node else timeouts.get(name, 360.0)
         with console.status(f"waiting for {name} …"):
-            wait_until(partial(service_healthy, settings, name), proc, timeouts.get(name, 360.0), name, log)
+            wait_until(partial(service_healthy, settings, name), proc, timeout, name, log)
         console.print(f"{name}: up")
 
 
@@ -93,8 +95,10 @@ def status(settings: Settings) -> int:
         tritons += [(f"Triton{' ' + str(i) if i else ''} HTTP", replica, f"http://{t.host}:{http}"),
                     ("  gRPC", None, f"{t.host}:{grpc}"), ("  metrics", None, f"http://{t.host}:{metrics}/metrics")]
     tritons += [("Triton (remote)", None, url) for url in t.endpoints]
+    nodes = [(f"OpenSearch{' ' + str(i) if i else ''}", name, settings.opensearch.node_url(i))
+             for i, name in enumerate(opensearch_names(settings))]
     rows = [
-        ("OpenSearch", "opensearch", settings.opensearch.url),
+        *nodes,
         *tritons,
         ("adapter", "adapter", f"http://{a.host}:{a.port}"),
         ("viewer", "viewer", f"{settings.viewer.url}/"),
@@ -121,7 +125,7 @@ def down(settings: Settings) -> int:
         console.print(f"supervisor: stopped (pid {pid})")
     tritons = [(name, run / f"{name}.pid") for name in triton_names(settings)]
     for name, pid_file in (("viewer", run / "viewer.pid"), ("adapter", run / "adapter.pid"), *tritons,
-                           ("OpenSearch", run / "opensearch" / "opensearch.pid")):
+                           *((name, run / name / "opensearch.pid") for name in opensearch_names(settings))):
         pid = supervisor.read_pid(pid_file)
         if pid is None:
             console.print(f"{name}: not running")

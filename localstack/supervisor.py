@@ -7,8 +7,8 @@ keeps failing (so a service that cannot start does not spin). What it sees goes 
 folder (pid, restarts, last exit) for `make status`; SIGTERM (`make down`) stops the services in reverse order.
 
 A service already running when the supervisor starts (a previous supervisor died) is adopted by its pid rather
-than started twice. Each time OpenSearch has (re)started and answers, the managed models are deployed again if
-no node serves them, so ingest and neural queries work after a crash without `make bootstrap`.
+than started twice. Each time an OpenSearch node has (re)started and answers, the managed models are deployed again
+unless every node serves them, so ingest and neural queries work after a crash without `make bootstrap`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from localstack.processes import stop_pid
 from localstack.services import (
     launch_adapter,
     launch_viewer,
+    opensearch_names,
     opensearch_node,
     run_dir,
     service_healthy,
@@ -106,6 +107,10 @@ def read_pid(path: Path) -> int | None:
     return pid if pid_alive(pid) else None
 
 
+def _launch_node(settings: Settings, node: int) -> subprocess.Popen:
+    return opensearch_node(settings, node).launch()
+
+
 def _launch_triton(settings: Settings, replica: int) -> subprocess.Popen:
     return triton_server(settings, replica).launch()
 
@@ -115,15 +120,17 @@ def _release_triton_shm(settings: Settings, replica: int) -> None:
 
 
 def services(settings: Settings) -> list[Service]:
-    """OpenSearch, the local Triton replicas, the adapter, the viewer: in start order."""
+    """The OpenSearch nodes, the local Triton replicas, the adapter, the viewer: in start order. Each node that comes
+    up gets the models deployed again (ML Commons serves a remote model only on the nodes it was deployed to)."""
     run = run_dir(settings)
 
     def redeploy() -> None:
         print(f"supervisor: models after OpenSearch start: {ensure_deployed(settings)}", file=sys.stderr, flush=True)
 
     return [
-        Service("opensearch", lambda: opensearch_node(settings).launch(), run / "opensearch" / "opensearch.pid",
-                ready=lambda: service_healthy(settings, "opensearch"), after_ready=redeploy),
+        *(Service(name, partial(_launch_node, settings, i), run / name / "opensearch.pid",
+                  ready=partial(service_healthy, settings, name), after_ready=redeploy)
+          for i, name in enumerate(opensearch_names(settings))),
         *(Service(triton_name(i), partial(_launch_triton, settings, i), run / f"{triton_name(i)}.pid",
                   after_stop=partial(_release_triton_shm, settings, i))
           for i in range(settings.triton.local_replicas)),

@@ -64,10 +64,23 @@ def triton_server(settings: Settings, clip_facts: ClipFacts, yolo_facts: YoloFac
         yield server
 
 
+@pytest.fixture(scope="module")
+def second_triton(settings: Settings, clip_facts: ClipFacts, yolo_facts: YoloFacts,
+                  tmp_path_factory: pytest.TempPathFactory):
+    """Another Triton replica for the module (the fault tests kill it; it is not restarted)."""
+    from localstack.triton_server import TritonServer
+    from triton_repo.render import render_repository
+
+    work = tmp_path_factory.mktemp("triton-2")
+    repo = render_repository(settings, work / "repo", profile="cpu")
+    with TritonServer(repo, settings.cache, free_port(), free_port(), free_port(), work / "triton.log") as server:
+        yield server
+
+
 def restart_triton_if_exited(request: pytest.FixtureRequest) -> None:
     """Restarts the session's Triton if it has exited, as `make up`'s supervisor would: one crash must cost one test,
-    not every test after it. (Seen in CI, twice in a row: Triton 2.51's python backend segfaulted in
-    TRITONBACKEND_ResponseSend a second after the Triton-killed test restarted it under ML Commons' retries.)"""
+    not every test after it. (Seen in CI before the adapter moved to Triton's HTTP endpoint: 2.51's gRPC frontend
+    segfaulted in InferResponseComplete a second after the Triton-killed test restarted it.)"""
     if "triton_server" not in request.fixturenames:
         return
     server = request.getfixturevalue("triton_server")
@@ -86,6 +99,19 @@ def _session_triton_alive_for_the_module(request: pytest.FixtureRequest) -> None
 @pytest.fixture(autouse=True)
 def _session_triton_alive(request: pytest.FixtureRequest) -> None:
     restart_triton_if_exited(request)
+
+
+@pytest.fixture(autouse=True)
+def _session_adapter_alive(request: pytest.FixtureRequest) -> None:
+    """The same for the session's adapter: a fault test that kills it and fails before restarting it must not fail
+    every later test that sends a document."""
+    if "adapter_process" not in request.fixturenames:
+        return
+    adapter = request.getfixturevalue("adapter_process")
+    if adapter.proc is None or adapter.proc.poll() is not None:
+        print("\nthe session's adapter was not running; starting it", file=sys.stderr)
+        adapter.stop()
+        adapter.start()
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.triton = TritonPool.connect(settings.triton.grpc_urls)
+        app.state.triton = TritonPool.connect(settings.triton.urls)
         app.state.fetcher = ImageFetcher(a.max_image_bytes, a.url_fetch_timeout_s, a.url_fetch_allow_private,
                                          a.url_fetch_max_concurrent)
         app.state.model_info = None
@@ -174,7 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         ready = await app.state.triton.ready()
-        return JSONResponse({"status": "ok" if ready else "triton_not_ready", "triton": settings.triton.grpc_urls},
+        return JSONResponse({"status": "ok" if ready else "triton_not_ready", "triton": settings.triton.urls},
                             status_code=200 if ready else 503)
 
     @app.get("/v1/queue")

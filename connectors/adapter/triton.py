@@ -1,5 +1,13 @@
-"""One shared async gRPC client per Triton server, the three calls the adapter makes, and the pool of replicas
-the adapter spreads them over."""
+"""One shared async HTTP client per Triton server, the three calls the adapter makes, and the pool of replicas
+the adapter spreads them over.
+
+HTTP, not gRPC: Triton 2.51's gRPC frontend (the server the pytriton wheel ships, its newest) segfaults when a call's
+completion races its "done" notification (triton-inference-server/server#7840 and #8034, fixed in later releases):
+`ModelInferHandler::InferResponseComplete` locks the mutex of a context already gone. It happened under load, when a
+client went away mid-call (an adapter killed) and in the first second after a restart with ML Commons' retries
+pouring in, taking every in-flight analysis down with the server. The HTTP frontend has no such path, and with
+binary tensors carries the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ import time
 from typing import Any
 
 import numpy as np
-import tritonclient.grpc.aio as grpcclient
+import tritonclient.http.aio as httpclient
 from tritonclient.utils import InferenceServerException
 
 from common import triton_io
@@ -26,13 +34,10 @@ from connectors.adapter.errors import AdapterError
 
 log = logging.getLogger(__name__)
 
-# gRPC's default reconnect backoff grows to 120 s while a server is down, so after a Triton restart the channel kept
-# refusing calls ("failed to connect to all addresses") for minutes (seen in CI): retry the connection every second.
-RECONNECT = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.min_reconnect_backoff_ms", 250),
-             ("grpc.max_reconnect_backoff_ms", 1000)]
-
 # A request Triton has not answered in this long is abandoned (and reported transient, so it is retried).
 INFER_TIMEOUT_S = 300.0
+# Connections to one Triton: more than the adapter ever has in flight (its admission queues bound that).
+MAX_CONNECTIONS = 256
 
 
 class TritonUnavailable(AdapterError):
@@ -55,7 +60,8 @@ def classify(message: str) -> type[TritonUnavailable] | type[InferenceFailed]:
 class TritonModels:
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client = grpcclient.InferenceServerClient(url=url, channel_args=RECONNECT)
+        self.client = httpclient.InferenceServerClient(url=url, conn_limit=MAX_CONNECTIONS,
+                                                       conn_timeout=INFER_TIMEOUT_S)
 
     async def close(self) -> None:
         await self.client.close()
@@ -68,37 +74,39 @@ class TritonModels:
 
     async def parameters(self, model: str) -> dict[str, str]:
         """The provenance the templates render into an ensemble's config (variant, weights, detector)."""
-        config = await self.client.get_model_config(model, as_json=True)
-        return model_parameters(config["config"])
+        try:
+            config = await self.client.get_model_config(model)
+        except Exception as exc:  # unreachable or not loaded: the caller retries, it is not a bug here
+            raise TritonUnavailable(f"Triton at {self.url}: model config of {model}: {exc}") from exc
+        return model_parameters(config)
 
     async def identity(self) -> str:
         """Which models serve embeddings now (variant, weights, export time): the query cache's key prefix."""
         parts = [await self.parameters(model) for model in (EMBED_TEXT_MODEL, EMBED_IMAGE_MODEL)]
         return json.dumps(parts, sort_keys=True)
 
-    async def _infer(self, model: str, inputs: list[grpcclient.InferInput], outputs: list[str]):
+    async def _infer(self, model: str, inputs: list[httpclient.InferInput], outputs: list[str]):
         try:
-            return await self.client.infer(model, inputs, client_timeout=INFER_TIMEOUT_S,
-                                           outputs=triton_io.outputs(grpcclient, outputs))
+            return await self.client.infer(model, inputs, outputs=triton_io.outputs(httpclient, outputs))
         except InferenceServerException as exc:
             message = exc.message() or str(exc)
             kind = classify(message)
             if kind is TritonUnavailable:
                 message = f"Triton at {self.url} ({exc.status() or 'no status'}): {message}"
             raise kind(message) from exc
-        except Exception as exc:  # the gRPC channel itself broke (server gone mid-call): transient
+        except Exception as exc:  # the connection itself broke (server gone mid-call, timed out): transient
             raise TritonUnavailable(f"Triton at {self.url}: {exc.__class__.__name__}: {exc}") from exc
 
     async def embed_text(self, text: str) -> np.ndarray:
-        result = await self._infer(EMBED_TEXT_MODEL, [triton_io.text_input(grpcclient, text)], [EMBEDDING])
+        result = await self._infer(EMBED_TEXT_MODEL, [triton_io.text_input(httpclient, text)], [EMBEDDING])
         return result.as_numpy(EMBEDDING)[0]
 
     async def embed_image(self, image: bytes) -> np.ndarray:
-        result = await self._infer(EMBED_IMAGE_MODEL, [triton_io.image_input(grpcclient, image)], [EMBEDDING])
+        result = await self._infer(EMBED_IMAGE_MODEL, [triton_io.image_input(httpclient, image)], [EMBEDDING])
         return result.as_numpy(EMBEDDING)[0]
 
     async def analyze(self, image: bytes) -> dict[str, np.ndarray]:
-        result = await self._infer(ANALYZE_MODEL, [triton_io.image_input(grpcclient, image)], list(ANALYZE_OUTPUTS))
+        result = await self._infer(ANALYZE_MODEL, [triton_io.image_input(httpclient, image)], list(ANALYZE_OUTPUTS))
         return {name: result.as_numpy(name)[0] for name in ANALYZE_OUTPUTS}
 
 

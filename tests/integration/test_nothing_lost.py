@@ -119,9 +119,11 @@ def _kill_mid_bulk(os_client, settings: Settings, adapter_url: str, docs: dict[s
     result: dict[str, Any] = {}
     sender = threading.Thread(target=lambda: result.update(plain_bulk(os_client, settings.index.name, docs)))
     sender.start()
+    token = settings.adapter_token
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # analyses are running: the adapter holds some in its queue
-        queue = httpx.get(f"{adapter_url}/v1/queue", timeout=5).json()["analyze"]
+        queue = httpx.get(f"{adapter_url}/v1/queue", headers=headers, timeout=5).json()["analyze"]
         if queue["running"] and queue["waiting"]:
             break
         time.sleep(0.2)

@@ -12,29 +12,17 @@ import httpx
 import pytest
 
 from common.config import Settings
-from localstack.processes import free_port
 from tests.conftest import AdapterProcess
 from tests.integration.test_nothing_lost import _kill_mid_bulk, account, shape_docs
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def second_triton(settings: Settings, clip_facts, yolo_facts, tmp_path_factory: pytest.TempPathFactory):
-    from localstack.triton_server import TritonServer
-    from triton_repo.render import render_repository
-
-    work = tmp_path_factory.mktemp("triton-2")
-    repo = render_repository(settings, work / "repo", profile="cpu")
-    with TritonServer(repo, settings.cache, free_port(), free_port(), free_port(), work / "triton.log") as server:
-        yield server
-
-
 @pytest.fixture
 def pooled_adapter(stack_settings: Settings, adapter_process: AdapterProcess, triton_server, second_triton,
                    tmp_path: Path) -> Iterator[AdapterProcess]:
     """The adapter on its usual port (the connectors' URL), sending to both replicas."""
-    endpoints = [stack_settings.triton.grpc_url, f"127.0.0.1:{second_triton.grpc_port}"]
+    endpoints = [stack_settings.triton.http_url, second_triton.http_url]
     pooled = AdapterProcess(stack_settings.model_copy(update={
         "triton": stack_settings.triton.model_copy(update={"endpoints": endpoints})}), tmp_path / "adapter.log")
     adapter_process.stop()

@@ -296,12 +296,15 @@ class MLCommonsDouble(Cluster):
     * while the node cache holds the model, a deploy fails with "Duplicate deploy model task" (and marks the
       model DEPLOY_FAILED, even when the other deploy succeeds);
     * an undeploy clears the node cache whatever its state;
-    * `other_deploy_in` rounds from now, someone else's deploy (the automatic redeploy) finishes.
+    * `other_deploy_in` rounds from now, someone else's deploy (the automatic redeploy) finishes;
+    * `joined`: nodes that joined after the model was deployed and hold nothing until the next deploy.
     """
 
     def __init__(self, clock: FakeTime, state: str, cache: str | None = None, fail_next: list[str] | None = None,
-                 other_deploy_in: int | None = None) -> None:
+                 other_deploy_in: int | None = None, joined: tuple[str, ...] = ()) -> None:
         super().__init__(client=None, url="memory://")
+        self.nodes = ["n1", *joined]
+        self.behind = set(joined)
         self.clock = clock
         self.state = state
         self.cache = cache
@@ -315,6 +318,8 @@ class MLCommonsDouble(Cluster):
         self.state, self.updated = state, self.clock.time()
 
     def request(self, method, path, body=None, params=None):
+        if path == "/_nodes":
+            return {"nodes": {n: {"roles": ["cluster_manager", "data", "ingest"]} for n in self.nodes}}
         tail = path.split("/_ml/")[1]
         if self.other_deploy_in is not None:
             self.other_deploy_in -= 1
@@ -325,7 +330,8 @@ class MLCommonsDouble(Cluster):
         if method == "GET" and tail == "models/m1":
             return {"model_state": self.state, "last_updated_time": int(self.updated * 1000)}
         if tail == "profile/models/m1":
-            return {"nodes": {"n1": {"models": {"m1": {"model_state": self.cache}}}}} if self.cache else {}
+            holding = [n for n in self.nodes if n not in self.behind] if self.cache else []
+            return {"nodes": {n: {"models": {"m1": {"model_state": self.cache}}} for n in holding}}
         if tail == "tasks/_search":
             return {"hits": {"hits": []}}
         if tail.startswith("tasks/"):
@@ -340,6 +346,7 @@ class MLCommonsDouble(Cluster):
             task_id = f"t{len(self.tasks)}"
             if self.cache == "DEPLOYED":
                 self.tasks[task_id] = {"state": "COMPLETED"}
+                self.behind.clear()
                 self._set("DEPLOYED")
             elif self.cache == "DEPLOYING":
                 self.tasks[task_id] = {"state": "FAILED", "error": '{"n1":"Duplicate deploy model task"}'}
@@ -351,6 +358,7 @@ class MLCommonsDouble(Cluster):
             else:
                 self.tasks[task_id] = {"state": "COMPLETED"}
                 self.cache = "DEPLOYED"
+                self.behind.clear()
                 self._set("DEPLOYED")
             return {"task_id": task_id, "status": "CREATED"}
         raise AssertionError(f"unexpected {method} {path}")
@@ -368,6 +376,15 @@ def test_deployed_and_served_model_is_left_alone(fake_time):
     ml = MLCommonsDouble(fake_time, "DEPLOYED", cache="DEPLOYED")
     ml.deploy_model("m1", sleep=fake_time.sleep)
     assert ml.calls == []
+
+
+def test_a_node_that_joined_after_the_deploy_gets_the_model(fake_time):
+    """Served on n1 only while n2 and n3 run models too: deployed again (to all), not undeployed first."""
+    ml = MLCommonsDouble(fake_time, "DEPLOYED", cache="DEPLOYED", joined=("n2", "n3"))
+    assert not ml.model_deployed("m1")
+    ml.deploy_model("m1", sleep=fake_time.sleep)
+    assert ml.calls == ["deploy"]
+    assert ml.served_on("m1") == ["n1", "n2", "n3"] and ml.model_deployed("m1")
 
 
 def test_stale_deployed_record_after_a_restart_is_deployed_again(fake_time):

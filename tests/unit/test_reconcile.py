@@ -140,6 +140,9 @@ class MemoryCluster:
     def served_on(self, model_id: str) -> list[str]:
         return ["node-1"] if self.ml["models"][model_id]["served"] else []
 
+    def serves_everywhere(self, served: list[str]) -> bool:
+        return served == ["node-1"]
+
     def deploy_model(self, model_id: str, name: str | None = None) -> None:
         self._write("deploy_model", name)
         self.ml["models"][model_id].update(model_state="DEPLOYED", served=True)

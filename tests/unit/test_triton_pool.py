@@ -85,8 +85,8 @@ def test_every_replica_down_is_unavailable_and_ready_needs_one() -> None:
 def test_replica_urls_from_the_config() -> None:
     from common.config import load_config
 
-    local = load_config(triton={"replicas": 3, "grpc_port": 8001})
-    assert local.triton.grpc_urls == ["127.0.0.1:8001", "127.0.0.1:8011", "127.0.0.1:8021"]
+    local = load_config(triton={"replicas": 3, "http_port": 8000})
+    assert local.triton.urls == ["127.0.0.1:8000", "127.0.0.1:8010", "127.0.0.1:8020"]
     assert local.triton.local_replicas == 3
-    remote = load_config(triton={"replicas": 3, "endpoints": ["gpu-1:8001", "gpu-2:8001"]})
-    assert remote.triton.grpc_urls == ["gpu-1:8001", "gpu-2:8001"] and remote.triton.local_replicas == 0
+    remote = load_config(triton={"replicas": 3, "endpoints": ["gpu-1:8000", "gpu-2:8000"]})
+    assert remote.triton.urls == ["gpu-1:8000", "gpu-2:8000"] and remote.triton.local_replicas == 0
