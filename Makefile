@@ -67,7 +67,7 @@ test: models opensearch browser
 # three secure OpenSearch nodes and two Triton replicas under faults (tests/cluster); CI runs it after `make test`
 test-cluster: models opensearch
 	VS_OPENSEARCH__SECURITY=true $(PY) -m localstack.opensearch_dist
-	$(PY) -m pytest -q -rs --durations=10 -m cluster tests/cluster
+	$(PY) -m pytest -q -rA --durations=10 -m cluster tests/cluster
 
 test-unit: venv
 	$(PY) -m pytest -q tests/unit

@@ -134,6 +134,7 @@ def baseline(stack: ClusterStack) -> dict[str, dict]:
 
 
 def test_three_secure_nodes_form_one_green_cluster_and_every_node_serves_the_models(stack: ClusterStack) -> None:
+    _wait_green(stack.admin, NODES, timeout_s=120)  # the indices the bootstrap just created get their replicas
     health = stack.health()
     assert health["status"] == "green" and health["number_of_nodes"] == NODES == health["number_of_data_nodes"]
     index = stack.settings.index.name
