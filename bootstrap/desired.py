@@ -72,6 +72,9 @@ def cluster_settings(settings: Settings) -> dict[str, Any]:
         # bootstrap redeploy instead, and a model is also deployed on its first prediction.
         "plugins.ml_commons.model_auto_redeploy.enable": "false",
         "plugins.ml_commons.model_auto_deploy.enable": "true",
+        # A node that rejoins a cluster can keep a model DEPLOYING for good while the others serve it; the deploy
+        # then undeploys that node alone (a node list is a "custom deployment plan"), not the model everywhere.
+        "plugins.ml_commons.allow_custom_deployment_plan": "true",
         # Secured: a model may be used only by users with a backend role its model group names (model_group_access).
         **({"plugins.ml_commons.model_access_control_enabled": "true"} if settings.opensearch.security else {}),
     }

@@ -187,6 +187,14 @@ class Cluster:
         return sorted(node_id for node_id, node in (profile.get("nodes") or {}).items()
                       if ((node.get("models") or {}).get(model_id) or {}).get("model_state") == DEPLOYED)
 
+    def stuck_on(self, model_id: str) -> list[str]:
+        """Ids of the nodes whose memory holds the model in another state than DEPLOYED: a node that came back
+        into a cluster whose other nodes serve the model can keep it DEPLOYING for good, refusing every deploy
+        after as a duplicate."""
+        profile = self.request("GET", f"/_plugins/_ml/profile/models/{model_id}")
+        return sorted(node_id for node_id, node in (profile.get("nodes") or {}).items()
+                      if ((node.get("models") or {}).get(model_id) or {}).get("model_state") not in (None, DEPLOYED))
+
     def model_nodes(self) -> list[str]:
         """Ids of the nodes ML Commons runs models on: the ML nodes if the cluster has any, else the data nodes
         (the local stack runs with `only_run_on_ml_node: false`)."""
@@ -229,9 +237,11 @@ class Cluster:
         own automatic redeploy after a restart, or another client) → wait for it instead of starting another;
         otherwise start a deploy (at most `attempts` of our own). Before deploying a model nobody serves that
         is not idle, it is undeployed first: that clears a node cache left stuck by a failed deploy, which
-        would otherwise refuse every deploy as a duplicate. "Duplicate deploy model task" means someone else
-        is deploying: wait for DEPLOYED. Transient refusals ("Fetching master key timed out", 429/5xx, "not
-        ready") are retried after a backoff that doubles up to `backoff_max_s`; anything else is final.
+        would otherwise refuse every deploy as a duplicate (when other nodes serve it, only the stuck nodes are
+        cleared, after a duplicate refusal: a node that rejoined a cluster can hold it DEPLOYING for good).
+        "Duplicate deploy model task" means someone else is deploying: wait for DEPLOYED. Transient refusals
+        ("Fetching master key timed out", 429/5xx, "not ready") are retried after a backoff that doubles up to
+        `backoff_max_s`; anything else is final.
         """
         label = f"{name} ({model_id})" if name else model_id
         deadline = time.monotonic() + timeout_s
@@ -257,6 +267,12 @@ class Cluster:
             if not served and (clear_first or state not in IDLE_STATES):
                 self._retrying(lambda: self.request("POST", f"/_plugins/_ml/models/{model_id}/_undeploy"),
                                deadline, sleep)
+            elif served and clear_first:  # served elsewhere: clear only the nodes stuck with it, then deploy
+                stuck = self._retrying(lambda: self.stuck_on(model_id), deadline, sleep)
+                if stuck:
+                    undeploy = partial(self.request, "POST", f"/_plugins/_ml/models/{model_id}/_undeploy",
+                                       {"node_ids": stuck})
+                    self._retrying(undeploy, deadline, sleep)
             started += 1
             error = self._start_deploy(model_id, deadline)
             if error is None:

@@ -297,14 +297,18 @@ class MLCommonsDouble(Cluster):
       model DEPLOY_FAILED, even when the other deploy succeeds);
     * an undeploy clears the node cache whatever its state;
     * `other_deploy_in` rounds from now, someone else's deploy (the automatic redeploy) finishes;
-    * `joined`: nodes that joined after the model was deployed and hold nothing until the next deploy.
+    * `joined`: nodes that joined after the model was deployed and hold nothing until the next deploy;
+    * `stuck`: nodes that came back holding the model DEPLOYING for good while n1 serves it: every deploy fails
+      as a duplicate until those nodes alone are undeployed (measured on a 3-node 2.19.1 cluster).
     """
 
     def __init__(self, clock: FakeTime, state: str, cache: str | None = None, fail_next: list[str] | None = None,
-                 other_deploy_in: int | None = None, joined: tuple[str, ...] = ()) -> None:
+                 other_deploy_in: int | None = None, joined: tuple[str, ...] = (),
+                 stuck: tuple[str, ...] = ()) -> None:
         super().__init__(client=None, url="memory://")
-        self.nodes = ["n1", *joined]
+        self.nodes = ["n1", *joined, *stuck]
         self.behind = set(joined)
+        self.stuck = set(stuck)
         self.clock = clock
         self.state = state
         self.cache = cache
@@ -330,12 +334,17 @@ class MLCommonsDouble(Cluster):
         if method == "GET" and tail == "models/m1":
             return {"model_state": self.state, "last_updated_time": int(self.updated * 1000)}
         if tail == "profile/models/m1":
-            holding = [n for n in self.nodes if n not in self.behind] if self.cache else []
-            return {"nodes": {n: {"models": {"m1": {"model_state": self.cache}}} for n in holding}}
+            holding = [n for n in self.nodes if n not in self.behind | self.stuck] if self.cache else []
+            return {"nodes": {**{n: {"models": {"m1": {"model_state": self.cache}}} for n in holding},
+                              **{n: {"models": {"m1": {"model_state": "DEPLOYING"}}} for n in self.stuck}}}
         if tail == "tasks/_search":
             return {"hits": {"hits": []}}
         if tail.startswith("tasks/"):
             return self.tasks[tail.split("/")[1]]
+        if tail == "models/m1/_undeploy" and body and body.get("node_ids"):
+            self.calls.append(f"undeploy {','.join(body['node_ids'])}")
+            self.stuck -= set(body["node_ids"])
+            return {}
         if tail == "models/m1/_undeploy":
             self.calls.append("undeploy")
             self.cache = None
@@ -344,7 +353,12 @@ class MLCommonsDouble(Cluster):
         if tail == "models/m1/_deploy":
             self.calls.append("deploy")
             task_id = f"t{len(self.tasks)}"
-            if self.cache == "DEPLOYED":
+            if self.stuck:
+                stuck = next(iter(self.stuck))
+                self.tasks[task_id] = {"state": "COMPLETED_WITH_ERROR",
+                                       "error": f'{{"{stuck}":"Duplicate deploy model task"}}'}
+                self._set("PARTIALLY_DEPLOYED")
+            elif self.cache == "DEPLOYED":
                 self.tasks[task_id] = {"state": "COMPLETED"}
                 self.behind.clear()
                 self._set("DEPLOYED")
@@ -385,6 +399,13 @@ def test_a_node_that_joined_after_the_deploy_gets_the_model(fake_time):
     ml.deploy_model("m1", sleep=fake_time.sleep)
     assert ml.calls == ["deploy"]
     assert ml.served_on("m1") == ["n1", "n2", "n3"] and ml.model_deployed("m1")
+
+
+def test_a_node_stuck_deploying_while_the_others_serve_is_cleared_alone(fake_time):
+    ml = MLCommonsDouble(fake_time, "PARTIALLY_DEPLOYED", cache="DEPLOYED", stuck=("n2",))
+    ml.deploy_model("m1", sleep=fake_time.sleep)
+    assert ml.calls == ["deploy", "undeploy n2", "deploy"]  # never the model everywhere: n1 kept serving
+    assert ml.served_on("m1") == ["n1", "n2"] and ml.model_deployed("m1")
 
 
 def test_stale_deployed_record_after_a_restart_is_deployed_again(fake_time):
