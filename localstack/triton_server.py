@@ -6,8 +6,10 @@ our packages importable), and it needs the shared libpython of that interpreter 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -82,6 +84,34 @@ def mapped_shm_names() -> set[str]:
     return names
 
 
+def _parent_name(proc: Path) -> str:
+    ppid = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+    return (Path("/proc") / ppid / "comm").read_text().strip()
+
+
+def kill_orphaned_stubs(prefix: str) -> int:
+    """SIGKILL python-backend stubs of ours whose server is gone (their parent is no longer a tritonserver). A stub
+    notices its server's death only while idle: one was seen 30 minutes after its server segfaulted, still holding
+    its shared memory."""
+    killed = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            if not (cmdline[0].endswith(STUB_NAME.encode())
+                    and any(arg.startswith(prefix.encode()) for arg in cmdline[1:])):
+                continue
+            orphaned = _parent_name(proc) != "tritonserver"
+        except (OSError, ValueError, IndexError):
+            continue
+        if orphaned:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+    if killed:
+        time.sleep(0.5)  # their mappings go when they are reaped
+    return killed
+
+
 def remove_orphaned_shm(prefix: str, min_age_s: float) -> int:
     """Unlink python-backend shared-memory regions of ours that no process maps any more.
 
@@ -136,7 +166,9 @@ class TritonServer:
         return f"{SHM_PREFIX}{self.grpc_port}_"
 
     def release_orphaned_shm(self) -> None:
-        """Remove regions a killed server on these ports left behind, and old ones of any of our servers."""
+        """Remove regions a killed server on these ports left behind (and its stubs, if they outlived it), and old
+        ones of any of our servers."""
+        kill_orphaned_stubs(self.shm_prefix)
         remove_orphaned_shm(self.shm_prefix, min_age_s=0)
         remove_orphaned_shm(SHM_PREFIX, min_age_s=SHM_ORPHAN_AGE_S)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import mmap
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -45,3 +48,20 @@ def test_young_regions_are_kept_when_an_age_is_asked(shm: Path) -> None:
     old = region(shm, "vs_triton_9002_b", age_s=3600)
     assert triton_server.remove_orphaned_shm(triton_server.SHM_PREFIX, min_age_s=60) == 1
     assert young.exists() and not old.exists()
+
+
+def test_a_stub_whose_server_is_gone_is_killed_and_only_ours(tmp_path: Path) -> None:
+    """A process named like the stub, with our prefix among its arguments and no tritonserver above it."""
+    stub = tmp_path / triton_server.STUB_NAME
+    stub.symlink_to(sys.executable)
+    sleep = "import time; time.sleep(600)"
+    ours = subprocess.Popen([str(stub), "-c", sleep, "vs_triton_7777_region"])
+    other_port = subprocess.Popen([str(stub), "-c", sleep, "vs_triton_77770_region"])
+    try:
+        assert triton_server.kill_orphaned_stubs("vs_triton_7777_") == 1
+        assert ours.wait(10) == -signal.SIGKILL
+        assert other_port.poll() is None
+    finally:
+        for proc in (ours, other_port):
+            proc.kill()
+            proc.wait(10)
