@@ -52,15 +52,20 @@ def opensearch_node(settings: Settings, tmp_path_factory: pytest.TempPathFactory
         yield node
 
 
-@pytest.fixture(scope="session")
-def triton_server(settings: Settings, clip_facts: ClipFacts, yolo_facts: YoloFacts,
-                  tmp_path_factory: pytest.TempPathFactory):
+def started_triton(settings: Settings, tmp_path_factory: pytest.TempPathFactory, name: str):
+    """A Triton on free ports serving a freshly rendered cpu repository of its own (stopped on exit)."""
     from localstack.triton_server import TritonServer
     from triton_repo.render import render_repository
 
-    work = tmp_path_factory.mktemp("triton")
+    work = tmp_path_factory.mktemp(name)
     repo = render_repository(settings, work / "repo", profile="cpu")
-    with TritonServer(repo, settings.cache, free_port(), free_port(), free_port(), work / "triton.log") as server:
+    return TritonServer(repo, settings.cache, free_port(), free_port(), free_port(), work / "triton.log")
+
+
+@pytest.fixture(scope="session")
+def triton_server(settings: Settings, clip_facts: ClipFacts, yolo_facts: YoloFacts,
+                  tmp_path_factory: pytest.TempPathFactory):
+    with started_triton(settings, tmp_path_factory, "triton") as server:
         yield server
 
 
@@ -68,12 +73,7 @@ def triton_server(settings: Settings, clip_facts: ClipFacts, yolo_facts: YoloFac
 def second_triton(settings: Settings, clip_facts: ClipFacts, yolo_facts: YoloFacts,
                   tmp_path_factory: pytest.TempPathFactory):
     """Another Triton replica for the module (the fault tests kill it; it is not restarted)."""
-    from localstack.triton_server import TritonServer
-    from triton_repo.render import render_repository
-
-    work = tmp_path_factory.mktemp("triton-2")
-    repo = render_repository(settings, work / "repo", profile="cpu")
-    with TritonServer(repo, settings.cache, free_port(), free_port(), free_port(), work / "triton.log") as server:
+    with started_triton(settings, tmp_path_factory, "triton-2") as server:
         yield server
 
 
