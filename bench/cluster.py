@@ -27,17 +27,14 @@ from client.bulk import Doc, bulk_index
 from common import contract
 from common.config import Settings, load_config
 from localstack.opensearch_node import OpenSearchNode, wait_green
-from localstack.processes import free_consecutive_ports
+from localstack.processes import free_http_and_transport_ports
 from localstack.security import ensure_secrets
 from localstack.services import opensearch_node
 
 
 def cluster_settings(ctx: Context, nodes: int, run: Path) -> Settings:
     """The stack's config with a cluster of `nodes` of its own: its own ports and run folder, the same adapter."""
-    http = free_consecutive_ports(nodes)
-    transport = free_consecutive_ports(nodes)
-    while abs(http - transport) < nodes:
-        transport = free_consecutive_ports(nodes)
+    http, transport = free_http_and_transport_ports(nodes)
     o = ctx.settings.opensearch
     return load_config(
         run_dir=str(run),

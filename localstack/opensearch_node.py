@@ -53,6 +53,9 @@ def wait_green(client: Any, nodes: int, timeout_s: float = 300) -> dict[str, Any
             return health
 
 
+CLUSTER_NAME = "visual-search"
+
+
 class NodeError(LocalStackError):
     """The node did not come up (or not in time); the message carries the tail of its logs."""
 
@@ -73,7 +76,7 @@ class OpenSearchNode:
         http_port: int = 9200,
         transport_port: int = 9300,
         heap: str = "1g",
-        cluster_name: str = "visual-search",
+        cluster_name: str = CLUSTER_NAME,
         settings: Mapping[str, Any] | None = None,
         security: NodeSecurity | None = None,
         node_name: str | None = None,
@@ -87,12 +90,17 @@ class OpenSearchNode:
         self.cluster_name = cluster_name
         self.settings = dict(settings or {})
         self.security = security
-        self.node_name = node_name or f"{cluster_name}-{http_port}"
+        self.node_name = node_name or self.name_for(cluster_name, http_port)
         self.peers = dict(peers or {})
         self.conf_dir = self.data_dir / "config"
         self.logs_dir = self.data_dir / "logs"
         self.console_log = self.logs_dir / "console.log"
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @staticmethod
+    def name_for(cluster_name: str, http_port: int) -> str:
+        """A local node's name: unique on this machine, since its HTTP port is."""
+        return f"{cluster_name}-{http_port}"
 
     @property
     def url(self) -> str:

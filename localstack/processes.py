@@ -36,6 +36,15 @@ def free_consecutive_ports(count: int, low: int = 20000, high: int = 60000) -> i
     raise LocalStackError(f"found no {count} consecutive free ports between {low} and {high}")
 
 
+def free_http_and_transport_ports(nodes: int) -> tuple[int, int]:
+    """First ports of two disjoint free ranges of `nodes` ports: a local cluster's HTTP and transport ports."""
+    http = free_consecutive_ports(nodes)
+    while True:
+        transport = free_consecutive_ports(nodes)
+        if abs(http - transport) >= nodes:
+            return http, transport
+
+
 def _bindable(port: int) -> bool:
     with socket.socket() as sock:
         try:

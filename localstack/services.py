@@ -15,7 +15,7 @@ import httpx
 from common.config import REPO_ROOT, Settings
 from common.errors import VisualSearchError
 from localstack.opensearch_dist import ensure_distribution
-from localstack.opensearch_node import OpenSearchNode
+from localstack.opensearch_node import CLUSTER_NAME, OpenSearchNode
 from localstack.processes import StartupError, port_open
 from localstack.security import prepare
 from localstack.triton_server import TritonServer
@@ -63,10 +63,9 @@ def opensearch_node(settings: Settings, node: int = 0) -> OpenSearchNode:
     secrets of the run folder."""
     o = settings.opensearch
     home = ensure_distribution(settings.cache, o.version, secure=o.security)
-    cluster_name = "visual-search"
-    peers = {f"{cluster_name}-{o.http_port + i}": o.transport_port + i for i in range(o.nodes)}
+    peers = {OpenSearchNode.name_for(CLUSTER_NAME, o.http_port + i): o.transport_port + i for i in range(o.nodes)}
     return OpenSearchNode(home, run_dir(settings) / opensearch_name(node), http_port=o.http_port + node,
-                          transport_port=o.transport_port + node, heap=o.heap, cluster_name=cluster_name,
+                          transport_port=o.transport_port + node, heap=o.heap, cluster_name=CLUSTER_NAME,
                           security=prepare(settings) if o.security else None, peers=peers)
 
 

@@ -31,7 +31,7 @@ from common.config import Settings, load_config
 from common.credentials import INGEST_USER, SEARCH_USER
 from common.model_facts import ClipFacts
 from localstack.opensearch_node import OpenSearchNode, wait_green
-from localstack.processes import free_consecutive_ports, free_port
+from localstack.processes import free_http_and_transport_ports, free_port
 from localstack.security import ensure_secrets
 from localstack.services import opensearch_node
 from tests.conftest import AdapterProcess
@@ -68,13 +68,6 @@ class ClusterStack:
         return next(n for n in self.nodes[1:] if n.node_name != manager)
 
 
-def _two_port_ranges(count: int) -> tuple[int, int]:
-    while True:
-        http, transport = free_consecutive_ports(count), free_consecutive_ports(count)
-        if abs(http - transport) >= count:
-            return http, transport
-
-
 def _wait_green(admin: OpenSearch, nodes: int, timeout_s: float = 300) -> float:
     started = time.monotonic()
     health = wait_green(admin, nodes, timeout_s)
@@ -86,7 +79,7 @@ def _wait_green(admin: OpenSearch, nodes: int, timeout_s: float = 300) -> float:
 def stack(triton_server, second_triton, clip_facts: ClipFacts,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterStack]:
     run = tmp_path_factory.mktemp("cluster-run")
-    http, transport = _two_port_ranges(NODES)
+    http, transport = free_http_and_transport_ports(NODES)
     settings = load_config(
         run_dir=str(run),
         opensearch={"security": True, "url": f"http://127.0.0.1:{http}", "transport_port": transport, "nodes": NODES},
