@@ -62,7 +62,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if cached:
         add("repeated text query through OpenSearch, p50 ms (query cache)", cached["repeated_ms"]["p50"], 12.0, False,
             f"cold p50 {cached['cold_ms']['p50']} ms")
-        add("100-query mix, 80 % repeats, concurrency 8: queries/s", cached["mix"]["queries_per_s"], 200.0, True)
+        add("100-query mix, 80 % repeats, concurrency 8: queries/s", cached["mix"]["queries_per_s"], 200.0, True,
+            f"{cached.get('documents', '?')} documents in the index")
     stored = results.get("bytes")
     if stored:
         rows = {r["variant"]: r for r in stored["variants"]}
@@ -189,7 +190,9 @@ def markdown(results: dict[str, Any]) -> str:
     if cached:
         c = cached["cache"]
         lines += ["## Query cache (repeated queries through OpenSearch)", "",
-                  f"Cold = texts never sent before (cache misses); repeated = one text sent again. Cache: "
+                  f"Against the stack's index holding {cached.get('documents', '?')} documents (10 hits per query, "
+                  "their `_source` without vectors). Cold = texts never sent before (cache misses); repeated = one "
+                  "text sent again. Cache: "
                   f"{c.get('entries')} entries, {round((c.get('bytes') or 0) / 1024, 1)} KiB, {c.get('hits')} hits, "
                   f"{c.get('misses')} misses.", ""]
         rows = [[name, _s(cached[key]), _s(cached[key], "p95")] for name, key in
