@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 _NO_JNA = "-Djna.nosys=true\n-Djna.noclasspath=true\n-Djna.boot.library.path=/nonexistent\n"
 
 
+CLUSTER_NAME = "visual-search"
+
+
 def wait_green(client: Any, nodes: int, timeout_s: float = 300) -> dict[str, Any]:
     """The cluster's health once it is green with `nodes` nodes, or as it is after `timeout_s` (an opensearch-py
     client: the server waits up to 30 s a call, so the call is repeated)."""
@@ -51,9 +54,6 @@ def wait_green(client: Any, nodes: int, timeout_s: float = 300) -> dict[str, Any
             health = exc.info
         if (health["status"] == "green" and health["number_of_nodes"] == nodes) or time.monotonic() > deadline:
             return health
-
-
-CLUSTER_NAME = "visual-search"
 
 
 class NodeError(LocalStackError):
@@ -79,7 +79,6 @@ class OpenSearchNode:
         cluster_name: str = CLUSTER_NAME,
         settings: Mapping[str, Any] | None = None,
         security: NodeSecurity | None = None,
-        node_name: str | None = None,
         peers: Mapping[str, int] | None = None,
     ) -> None:
         self.home = Path(home).resolve()
@@ -90,7 +89,7 @@ class OpenSearchNode:
         self.cluster_name = cluster_name
         self.settings = dict(settings or {})
         self.security = security
-        self.node_name = node_name or self.name_for(cluster_name, http_port)
+        self.node_name = self.name_for(cluster_name, http_port)
         self.peers = dict(peers or {})
         self.conf_dir = self.data_dir / "config"
         self.logs_dir = self.data_dir / "logs"
