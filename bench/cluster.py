@@ -26,10 +26,9 @@ from bootstrap.reconcile import Reconciler
 from client.bulk import Doc, bulk_index
 from common import contract
 from common.config import Settings, load_config
-from localstack.opensearch_node import OpenSearchNode, wait_green
+from localstack.opensearch_node import OpenSearchNode
 from localstack.processes import free_http_and_transport_ports
-from localstack.security import ensure_secrets
-from localstack.services import opensearch_node
+from localstack.services import start_cluster
 
 
 def cluster_settings(ctx: Context, nodes: int, run: Path) -> Settings:
@@ -46,15 +45,8 @@ def cluster_settings(ctx: Context, nodes: int, run: Path) -> Settings:
 
 
 def _start(settings: Settings) -> tuple[list[OpenSearchNode], float]:
-    if settings.opensearch.security:
-        ensure_secrets(settings)
-    nodes = [opensearch_node(settings, i) for i in range(settings.opensearch.nodes)]
     t0 = time.perf_counter()
-    for node in nodes:
-        node.launch()
-    for node in nodes:
-        node.wait_ready(300)
-    wait_green(os_connect(settings.opensearch), len(nodes))
+    nodes = start_cluster(settings)
     return nodes, time.perf_counter() - t0
 
 

@@ -15,9 +15,9 @@ import httpx
 from common.config import REPO_ROOT, Settings
 from common.errors import VisualSearchError
 from localstack.opensearch_dist import ensure_distribution
-from localstack.opensearch_node import CLUSTER_NAME, OpenSearchNode
+from localstack.opensearch_node import CLUSTER_NAME, OpenSearchNode, wait_green
 from localstack.processes import StartupError, port_open
-from localstack.security import prepare
+from localstack.security import ensure_secrets, prepare
 from localstack.triton_server import TritonServer
 from triton_repo.render import render_repository
 
@@ -67,6 +67,29 @@ def opensearch_node(settings: Settings, node: int = 0) -> OpenSearchNode:
     return OpenSearchNode(home, run_dir(settings) / opensearch_name(node), http_port=o.http_port + node,
                           transport_port=o.transport_port + node, heap=o.heap, cluster_name=CLUSTER_NAME,
                           security=prepare(settings) if o.security else None, peers=peers)
+
+
+def start_cluster(settings: Settings, timeout_s: float = 300) -> list[OpenSearchNode]:
+    """Every configured node in the foreground (launched together: a cluster forms only once most of its
+    manager-eligible nodes run), returned once the cluster is green with all of them; stopped if it never is."""
+    from bootstrap.opensearch_api import connect
+
+    if settings.opensearch.security:
+        ensure_secrets(settings)
+    nodes = [opensearch_node(settings, i) for i in range(settings.opensearch.nodes)]
+    try:
+        for node in nodes:
+            node.launch()
+        for node in nodes:
+            node.wait_ready(timeout_s)
+        health = wait_green(connect(settings.opensearch), len(nodes), timeout_s)
+        if health["status"] != "green" or health["number_of_nodes"] != len(nodes):
+            raise StartupError(f"the cluster is not green with {len(nodes)} nodes after {timeout_s:.0f}s: {health}")
+    except BaseException:
+        for node in reversed(nodes):
+            node.stop()
+        raise
+    return nodes
 
 
 def opensearch_log(settings: Settings, node: int = 0) -> Path:

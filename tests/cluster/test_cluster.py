@@ -32,8 +32,7 @@ from common.credentials import INGEST_USER, SEARCH_USER
 from common.model_facts import ClipFacts
 from localstack.opensearch_node import OpenSearchNode, wait_green
 from localstack.processes import free_http_and_transport_ports, free_port
-from localstack.security import ensure_secrets
-from localstack.services import opensearch_node
+from localstack.services import start_cluster
 from tests.conftest import AdapterProcess
 from tests.integration.test_nothing_lost import _kill_mid_bulk, account, plain_bulk, replay_until_done, shape_docs
 
@@ -86,17 +85,11 @@ def stack(triton_server, second_triton, clip_facts: ClipFacts,
         triton={"endpoints": [triton_server.http_url, second_triton.http_url]},
         adapter={"port": free_port(), "url_fetch_allow_private": True},
     )
-    ensure_secrets(settings)
-    nodes = [opensearch_node(settings, i) for i in range(NODES)]
     started = time.monotonic()
+    nodes = start_cluster(settings)
     adapter = AdapterProcess(settings, run / "adapter.log")
     try:
-        for node in nodes:
-            node.launch()
-        for node in nodes:
-            node.wait_ready(300)
         admin = connect(settings.opensearch)
-        _wait_green(admin, NODES)
         rss = [psutil.Process(n.pid).memory_info().rss / 2**20 for n in nodes if n.pid]
         print(f"\n{NODES} secure nodes green in {time.monotonic() - started:.1f} s; JVM RSS per node (MiB): "
               f"{', '.join(f'{r:.0f}' for r in rss)}")
