@@ -67,12 +67,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     stored = results.get("bytes")
     if stored:
         rows = {r["variant"]: r for r in stored["variants"]}
-        base, kept = rows["template"], rows.get("short floats + best_compression")
+        base = rows["template"]
         add(f"store bytes per image after force-merge, {stored['images']} images (template as shipped)",
-            base["bytes_per_image"], 5000, False, f"10 M images: {base['projected_10m_gb']} GB (spec: ~5 KB/image)")
-        if kept:
-            add("store bytes per image, short floats + best_compression", kept["bytes_per_image"], 5000, False,
-                f"10 M images: {kept['projected_10m_gb']} GB; recall@10 {kept['recall_at_10']}")
+            base["bytes_per_image"], 5000, False, f"10 M images: {base['projected_10m_gb']} GB (spec: ~5 KB/image); "
+            f"recall@10 {base['recall_at_10']}")
     q = results.get("int8")
     if q:
         m = q["model_speedups"]

@@ -9,10 +9,10 @@ adapter writes them (float32 values printed as float64: ~19 characters a number)
 
 Variants, each its own index, loaded (bulk, refresh off), force-merged to one segment, then `_stats/store`:
 
-* `template`: the index exactly as the template makes it;
-* `short floats`: the same vectors printed with the fewest digits that give back the same float32 (~10
-  characters a number): the indexed float32 values are identical, `_source` is about half;
-* `best_compression`: `index.codec: best_compression` (DEFLATE instead of LZ4 for stored fields, i.e. `_source`);
+* `template`: the index exactly as the template makes it (`best_compression` codec), vectors as the adapter
+  writes them (`common.vectors.wire_floats`: the fewest digits that give back the same float32, ~10 characters);
+* `long floats`: the vectors as the adapter wrote them before, float32 printed as float64 (~19 characters a number;
+  the indexed float32 values are identical);
 * `no vectors in _source`: `_source.excludes` on both vector fields. **Not safe on 2.19**: a partial `_update`
   rebuilds the document from `_source` and drops the vectors (tests/integration/test_update_keeps_vectors.py);
   shown to size what it would save;
@@ -35,6 +35,7 @@ import numpy as np
 from bench.context import Context, create_index, delete_index, index_template_body
 from bench.recall import clustered_vectors
 from client.queries import knn_options
+from common.vectors import wire_floats
 
 BULK_DOCS = 500
 QUERIES = 100
@@ -42,18 +43,12 @@ K = 10
 VECTOR_FIELDS = ("global_image_embedding", "detected_objects.object_embedding")
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 TAGS = ("holiday", "garden", "work", "family", "night", "city", "beach", "snow")
-VARIANTS = ("template", "short floats", "best_compression", "short floats + best_compression",
-            "no vectors in _source", "sq encoder")
+VARIANTS = ("template", "long floats", "no vectors in _source", "sq encoder")
 
 
 def _long(v: np.ndarray) -> list[float]:
-    """As the adapter writes today: float32 → Python float (float64): ~19 characters a number."""
+    """As the adapter wrote before: float32 → Python float (float64): ~19 characters a number."""
     return np.asarray(v, dtype=np.float32).tolist()
-
-
-def _short(v: np.ndarray) -> list[float]:
-    """The shortest decimal that reads back as the same float32 (numpy's float32 repr), as a Python float."""
-    return [float(str(x)) for x in np.asarray(v, dtype=np.float32)]
 
 
 def documents(count: int, dim: int, seed: int = 15) -> tuple[list[dict[str, Any]], np.ndarray]:
@@ -100,8 +95,6 @@ def _body(ctx: Context, variant: str) -> dict[str, Any]:
     index.pop("search.default_pipeline", None)
     index.update({"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"})
     mappings = body["mappings"]
-    if "best_compression" in variant:
-        index["codec"] = "best_compression"
     if variant == "no vectors in _source":
         mappings["_source"]["excludes"] = [*mappings["_source"].get("excludes", []), *VECTOR_FIELDS]
     if variant == "sq encoder":
@@ -129,7 +122,7 @@ def _recall(ctx: Context, index: str, data: np.ndarray) -> dict[str, Any]:
 def run_variant(ctx: Context, variant: str, docs: list[dict[str, Any]], data: np.ndarray, tag: str) -> dict[str, Any]:
     index = f"{ctx.settings.index.name}-bench-{tag}-bytes-{VARIANTS.index(variant)}"
     create_index(ctx, index, _body(ctx, variant))
-    floats = _short if "short floats" in variant else _long
+    floats = _long if variant == "long floats" else wire_floats
     try:
         t0 = time.perf_counter()
         sent = 0

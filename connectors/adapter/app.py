@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 
 from common.config import Settings, load_config
 from common.contract import RETRYABLE_FIELD, THROTTLING_HEADER, THROTTLING_VALUE
+from common.vectors import wire_floats
 from connectors.adapter.admission import Admission, Busy, Outage
 from connectors.adapter.cache import EmbeddingCache
 from connectors.adapter.fetch import FetchRefused, FetchUnavailable, ImageFetcher
@@ -207,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     for d in decoded]
         app.state.outage.recovered()
         first = _normalize(np.mean(vectors, axis=0)) if texts and images else vectors[0]
-        return EmbedResponse(embedding=first.tolist(), embeddings=[v.tolist() for v in vectors],
+        return EmbedResponse(embedding=wire_floats(first), embeddings=[wire_floats(v) for v in vectors],
                              dimension=len(first), model=settings.models.clip_variant)
 
     async def model_info() -> ModelInfo:
@@ -236,13 +237,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         objects = [
             DetectedObject(bbox=BBox(x1=b[0], y1=b[1], x2=b[2], y2=b[3]), class_id=int(c),
                            class_name=n.decode() if isinstance(n, bytes) else str(n), confidence=float(s),
-                           object_embedding=e.tolist())
+                           object_embedding=wire_floats(e))
             for b, c, n, s, e in zip(result["boxes"].tolist(), result["class_ids"], result["class_names"],
                                      result["scores"], result["object_embeddings"], strict=True)
         ]
         # after the models accepted the image (its pixel count is bounded), off the event loop: it decodes
         thumbnail = await asyncio.to_thread(make_thumbnail, image)
-        return AnalyzeResponse(embedding=result["embedding"].tolist(), width=width, height=height, objects=objects,
+        return AnalyzeResponse(embedding=wire_floats(result["embedding"]), width=width, height=height, objects=objects,
                                model=await model_info(), thumbnail=thumbnail)
 
     return app
