@@ -14,3 +14,12 @@ def requests_total(adapter_url: str, endpoint: str, outcome: str | None = None) 
         if outcome is None or f'outcome="{outcome}"' in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def failovers_total(adapter_url: str, token: str | None = None) -> float:
+    """Requests the adapter re-sent to another Triton replica after one failed them, since it started."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    response = httpx.get(f"{adapter_url}/metrics", headers=headers, timeout=5)
+    response.raise_for_status()
+    lines = response.text.splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("adapter_triton_failovers_total{"))

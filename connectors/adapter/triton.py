@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.http.aio as httpclient
+from prometheus_client import Counter
 from tritonclient.utils import InferenceServerException
 
 from common import triton_io
@@ -33,6 +34,9 @@ from common.triton_io import model_parameters
 from connectors.adapter.errors import AdapterError
 
 log = logging.getLogger(__name__)
+
+FAILOVERS = Counter("adapter_triton_failovers_total",
+                    "Requests re-sent to another Triton replica after one failed them transiently", ["replica"])
 
 # A request Triton has not answered in this long is abandoned (and reported transient, so it is retried).
 INFER_TIMEOUT_S = 300.0
@@ -162,6 +166,7 @@ class TritonPool:
                 self.down_until[i] = time.monotonic() + self.cooldown_s
                 if len(tried) < len(self.replicas):
                     self.failovers += 1
+                    FAILOVERS.labels(self.urls[i]).inc()
                     log.warning("Triton replica %s failed (%s); sending the request to another", self.urls[i], exc)
             finally:
                 self.in_flight[i] -= 1

@@ -33,6 +33,7 @@ from common.model_facts import ClipFacts
 from localstack.opensearch_node import OpenSearchNode, wait_green
 from localstack.processes import free_http_and_transport_ports, free_port
 from localstack.services import start_cluster
+from tests.adapter_metrics import failovers_total
 from tests.conftest import AdapterProcess
 from tests.integration.test_nothing_lost import _kill_mid_bulk, account, plain_bulk, replay_until_done, shape_docs
 
@@ -190,6 +191,9 @@ def test_one_of_two_triton_replicas_killed_mid_bulk_loses_nothing(stack: Cluster
     response = _kill_mid_bulk(stack.admin, stack.settings, stack.adapter.url, docs, kill, lambda: None, 0)
     assert not response["errors"], response
     where = account(stack.admin, stack.settings, docs)
-    print(f"\none of two Triton replicas killed mid-bulk on {NODES} nodes: { {k: len(v) for k, v in where.items()} }")
+    failovers = failovers_total(stack.adapter.url, stack.settings.adapter_token)
+    print(f"\none of two Triton replicas killed mid-bulk on {NODES} nodes: { {k: len(v) for k, v in where.items()} }, "
+          f"{failovers:.0f} requests re-sent to the other")
     assert sorted(where["indexed"]) == sorted(docs), {k: len(v) for k, v in where.items()}
+    assert failovers > 0
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from common.config import Settings
+from tests.adapter_metrics import failovers_total
 from tests.conftest import AdapterProcess
 from tests.integration.test_nothing_lost import _kill_mid_bulk, account, shape_docs
 
@@ -58,3 +59,5 @@ def test_one_replica_killed_mid_bulk_loses_nothing(os_client, stack_settings, bo
           f"served {served_by_second[0]}, the other {analyses_served(triton_server.http_port) - first_before}")
     assert served_by_second[0] > 0, "the second replica should have taken part before it was killed"
     assert sorted(where["indexed"]) == sorted(docs), {k: len(v) for k, v in where.items()}
+    # the dead replica had the fewest in flight, so it was tried again, failed, and the request went to the other
+    assert failovers_total(pooled_adapter.url) > 0
