@@ -92,10 +92,6 @@ def start_cluster(settings: Settings, timeout_s: float = 300) -> list[OpenSearch
     return nodes
 
 
-def opensearch_log(settings: Settings, node: int = 0) -> Path:
-    return run_dir(settings) / opensearch_name(node) / "logs" / "console.log"
-
-
 def triton_name(replica: int) -> str:
     """Local replica 0 is "triton" (its pid, log and repository keep their names), the others "triton-<i>"."""
     return "triton" if replica == 0 else f"triton-{replica}"
