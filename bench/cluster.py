@@ -44,12 +44,6 @@ def cluster_settings(ctx: Context, nodes: int, run: Path) -> Settings:
     )
 
 
-def _start(settings: Settings) -> tuple[list[OpenSearchNode], float]:
-    t0 = time.perf_counter()
-    nodes = start_cluster(settings)
-    return nodes, time.perf_counter() - t0
-
-
 def _rss_mib(nodes: list[OpenSearchNode]) -> list[float]:
     return [round(psutil.Process(n.pid).memory_info().rss / 2**20) for n in nodes if n.pid is not None]
 
@@ -60,7 +54,9 @@ def measure(ctx: Context, nodes: int, docs: list[tuple[str, str]], progress: Cal
     try:
         settings = cluster_settings(ctx, nodes, run)
         progress(f"{nodes} node(s): starting")
-        started, start_s = _start(settings)
+        t0 = time.perf_counter()
+        started = start_cluster(settings)
+        start_s = time.perf_counter() - t0
         idle = _rss_mib(started)
         progress(f"{nodes} node(s): bootstrap")
         client = os_connect(settings.opensearch)

@@ -52,8 +52,8 @@ class ClusterStack:
     admin: OpenSearch
     cluster: Cluster
 
-    def health(self, **params: Any) -> dict[str, Any]:
-        return dict(self.admin.cluster.health(params=params))
+    def health(self) -> dict[str, Any]:
+        return dict(self.admin.cluster.health())
 
     def hits(self, body: dict) -> list[str]:
         """The ids a query returns, asked as vs_search (the user the README's secure examples use)."""
