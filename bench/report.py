@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench.relevance import COPY_TARGET, HYBRID_TARGET, OBJECT_TARGET, TEXT_TARGET
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -80,14 +82,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     rel = results.get("relevance")
     if rel:
         n = f"{rel['scenes']} held-out scenes"
-        add(f"text → image precision@10, \"a {{colour}} {{shape}}\" ({n})", rel["text"]["mean"], 0.8, True,
+        add(f"text → image precision@10, \"a {{colour}} {{shape}}\" ({n})", rel["text"]["mean"], TEXT_TARGET, True,
             f"{rel['text']['queries']} queries")
-        add(f"object query: matched object of the queried colour and shape ({n})", rel["objects_query"]["rate"], 0.9,
-            True, f"{rel['objects_query']['hits']} hits")
-        add(f"hybrid + class filter precision@10 ({n})", rel["hybrid"]["mean"], 0.9, True,
+        add(f"object query: matched object of the queried colour and shape ({n})", rel["objects_query"]["rate"],
+            OBJECT_TARGET, True, f"{rel['objects_query']['hits']} hits")
+        add(f"hybrid + class filter precision@10 ({n})", rel["hybrid"]["mean"], HYBRID_TARGET, True,
             f"hits without the class: {rel['hybrid']['hits_without_class']}")
-        add(f"image → image: a smaller recompressed copy finds its original first ({n})", rel["image"]["rate"], 0.95,
-            True, f"{rel['image']['copies']} copies")
+        add(f"image → image: a smaller recompressed copy finds its original first ({n})", rel["image"]["rate"],
+            COPY_TARGET, True, f"{rel['image']['copies']} copies")
     bulk = results.get("bulk")
     if bulk:
         add("one _bulk of all images ≥ 0.9 × streaming images/s", bulk["one_bulk_x_streaming"], 0.9, True,

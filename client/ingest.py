@@ -40,12 +40,17 @@ def ingest_folder(client: OpenSearch, index: str, folder: Path) -> BulkOutcome:
 
 def write_sample_images(folder: Path, count: int = 48, seed: int = 2024) -> Path:
     """Generated shape images, in sub-folders by their most common shape (the folder names become tags), named by
-    what they hold ("sample_007_red-circle_blue-star.jpg"), so that a search result can be judged at a glance."""
-    from export.shapes.dataset import render
+    what they hold ("sample_007_red-circle_blue-star.jpg"), so that a search result can be judged at a glance.
+
+    They are drawn like the held-out scenes the bundled models' relevance is measured on (objects 7–22 % of the
+    long side, at most five), from their own seed: the demo shows the kind of picture the published figures are
+    about. (The detector's training style goes down to 5 % and six objects; so small a shape is a few pixels of the
+    whole-picture CLIP's 80 px view, and only the object query finds it reliably.)"""
+    from export.shapes.dataset import HELD_OUT_STYLE, render
 
     shutil.rmtree(folder, ignore_errors=True)  # the generator's own folder: samples of an older generator go
     for i in range(count):
-        image, boxes = render(seed, i)
+        image, boxes = render(seed, i, style=HELD_OUT_STYLE)
         names = [b.name for b in boxes] or ["empty"]
         holds = "_".join(sorted({f"{b.colour}-{b.name}" for b in boxes}))
         target = folder / max(set(names), key=names.count) / f"sample_{i:03d}_{holds}.jpg"

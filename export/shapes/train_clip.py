@@ -21,14 +21,14 @@ held-out text → image precision@10 straight from the model): 1000 steps 0.57, 
 compute spent on more steps of half or quarter batches 0.70–0.72 (fewer true pairings and negatives per step);
 pictures at 112 or 128 px learn a little more per step (0.74–0.75 at 1500 steps) but each step costs 2.2–2.8×
 more on a CPU, 160 px learns slower (0.48 at 1000 steps); a higher learning rate (4e-3, 1300 steps) 0.64. So the
-plan is the small tower at 80 px trained longer: about 40 minutes on 2 cores, 5 on one GPU.
+plan is the small tower at 80 px trained longer: about 55 minutes on 2 cores (3200 s measured), 5 on one GPU.
 
 Pictures go through the model's own preprocessing (open_clip's transform, which the serving preprocessing is
 held to by the parity tests). Everything is seeded: the same plan gives the same data and the same steps.
 The weights are written in half precision (the file stays small; loading casts them back), with
 `training.json` beside them: the plan, the versions, the time, and the held-out figures of `evaluate`.
 
-    python -m export.shapes.train_clip                       # the bundled model (about 40 minutes, 2 cores)
+    python -m export.shapes.train_clip                       # the bundled model (about 55 minutes, 2 cores)
     python -m export.shapes.train_clip --device cuda         # the same plan on a GPU (about 5 minutes)
     python -m export.shapes.train_clip --scenes 600 --steps 20 --out /tmp/clip   # a smoke run
 """
