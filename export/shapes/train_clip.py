@@ -274,10 +274,13 @@ def train(model: torch.nn.Module, data: TrainingData, plan: ClipTrainPlan, pre: 
     return losses
 
 
+def device_of(model: torch.nn.Module) -> str:
+    return str(next(model.parameters()).device)
+
+
 @torch.no_grad()
 def embed_pictures(model: torch.nn.Module, pre: Preprocessing, pictures: Sequence[Image.Image]) -> np.ndarray:
-    geometry = pre.geometry()
-    device = str(next(model.parameters()).device)
+    geometry, device = pre.geometry(), device_of(model)
     out = []
     for start in range(0, len(pictures), 64):
         pixels = np.stack([np.asarray(geometry(p.convert("RGB"))) for p in pictures[start:start + 64]])
@@ -300,8 +303,8 @@ def evaluate(model: torch.nn.Module, pre: Preprocessing, count: int = 400, seed:
     scenes = [render(seed, i, style=style) for i in range(count)]
     images = embed_pictures(model, pre, [s[0] for s in scenes])
     queries = all_object_queries()
-    device = str(next(model.parameters()).device)
-    texts = encode_text(model, tokenizer([q.text for q in queries]).to(device), normalize=True).cpu().numpy()
+    texts = encode_text(model, tokenizer([q.text for q in queries]).to(device_of(model)),
+                        normalize=True).cpu().numpy()
     holds = truth_matrix(queries, [Counter((b.colour, b.name) for b in s[1]) for s in scenes])  # [scene, query]
     precisions = []
     for q in range(len(queries)):
