@@ -177,8 +177,9 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
     if "cache" in args.only:
         from bench import cache
 
-        task = progress.add_task("query cache", total=3)
-        results["cache"] = cache.run(ctx, ctx.settings.index.name, progress=lambda: progress.advance(task))
+        task = progress.add_task("query cache", total=len(cache.VARIANTS))
+        results["cache"] = cache.run(ctx, tag, progress=lambda label: progress.update(
+            task, description=f"query cache: {label}", advance=1))
     if "thumbnails" in args.only:
         from bench import thumbnails
 

@@ -2,11 +2,19 @@
 throughput of a realistic mix (most queries are repeats), with the cache's memory.
 
 Cold queries are texts never sent before (each one misses the cache); repeats hit it. Both go through the whole
-path: OpenSearch's neural query → ML Commons → the adapter → (Triton on a miss) → k-NN.
+path: OpenSearch's neural query → ML Commons → the adapter → (Triton on a miss) → k-NN → the hits' `_source`.
+
+The index is the bench's own, not whatever the stack holds, so runs compare: generated documents shaped like
+ingest's (bench.store.documents) plus a thumbnail-sized incompressible payload (a real thumbnail is ~4.7 KB of base64
+JPEG, bench --only thumbnails), in the images template as shipped and with the other stored-fields codec beside it
+(bench.store: LZ4 or DEFLATE, whichever `index.codec` does not choose).
+Each variant is also queried with `size: 0`: the embedding (cache) and the k-NN search without reading any hit,
+which splits a query's time between the cache path and the index's fetch of ten `_source`s.
 """
 
 from __future__ import annotations
 
+import base64
 import random
 import time
 import uuid
@@ -15,13 +23,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import numpy as np
 
-from bench.context import Context
-from bench.stats import summary
+from bench import store
+from bench.context import Context, create_index, delete_index
+from bench.stats import ratio, summary
 from client.queries import text_query
 
 WORDS = ("red", "green", "blue", "yellow", "circle", "square", "star", "triangle", "cross", "small", "large",
          "two", "a", "on", "grass", "night")
+VARIANTS = ("template", "other codec")
+THUMBNAIL_BYTES = 3500  # → ~4.7 KB of base64, a real thumbnail's median
+HITS = 10
 
 
 def cold_text(rng: random.Random) -> str:
@@ -29,45 +42,80 @@ def cold_text(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(4)) + f" {uuid.uuid4().hex[:8]}"
 
 
-def _timed_search(client: httpx.Client, index: str, text: str) -> float:
-    t0 = time.perf_counter()
-    response = client.post(f"/{index}/_search", json=text_query(text, k=10))
-    elapsed = (time.perf_counter() - t0) * 1000
-    response.raise_for_status()
-    return elapsed
+def with_thumbnails(docs: list[dict[str, Any]], seed: int = 3) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    return [{**d, "thumbnail": base64.b64encode(rng.bytes(THUMBNAIL_BYTES)).decode()} for d in docs]
 
 
-def run(ctx: Context, index: str, repeats: int = 30, mix: int = 100, concurrency: int = 8,
-        progress: Callable[[], None] = lambda: None) -> dict[str, Any]:
-    rng = random.Random(7)
-    o = ctx.settings.opensearch
-    auth = o.auth()
-    make_client = lambda: httpx.Client(base_url=o.url, auth=auth, verify=o.verify, timeout=60)  # noqa: E731
-    client = make_client()
-    cold = [_timed_search(client, index, cold_text(rng)) for _ in range(repeats)]
-    progress()
+class Searcher:
+    """Timed neural text queries against one index, `size` hits each (0: embed and search, read no hit)."""
+
+    def __init__(self, ctx: Context, index: str, size: int) -> None:
+        o = ctx.settings.opensearch
+        self.url, self.auth, self.verify = o.url, o.auth(), o.verify
+        self.index, self.size = index, size
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, auth=self.auth, verify=self.verify, timeout=60)
+
+    def timed(self, client: httpx.Client, text: str) -> float:
+        body = {**text_query(text, k=HITS), "size": self.size}
+        t0 = time.perf_counter()
+        response = client.post(f"/{self.index}/_search", json=body)
+        elapsed = (time.perf_counter() - t0) * 1000
+        response.raise_for_status()
+        return elapsed
+
+    def mix(self, queries: list[str], concurrency: int) -> dict[str, Any]:
+        clients = [self.client() for _ in range(concurrency)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(concurrency) as pool:
+            latencies = list(pool.map(lambda iq: self.timed(clients[iq[0] % concurrency], iq[1]), enumerate(queries)))
+        seconds = time.perf_counter() - t0
+        for c in clients:
+            c.close()
+        return {"queries": len(queries), "concurrency": concurrency, "seconds": round(seconds, 2),
+                "queries_per_s": round(len(queries) / seconds, 1), "latency_ms": summary(latencies)}
+
+
+def measure(ctx: Context, index: str, rng: random.Random, repeats: int, mix: int,
+            concurrency: int) -> dict[str, Any]:
+    """Cold, repeated and mixed queries with ten hits read, then repeated and mixed with none read."""
+    full, bare = Searcher(ctx, index, HITS), Searcher(ctx, index, 0)
+    client = full.client()
+    cold = [full.timed(client, cold_text(rng)) for _ in range(repeats)]
     hot_text = cold_text(rng)
-    _timed_search(client, index, hot_text)  # the first time it is cold
-    hot = [_timed_search(client, index, hot_text) for _ in range(repeats)]
-    progress()
+    full.timed(client, hot_text)  # the first time it is cold
+    hot = [full.timed(client, hot_text) for _ in range(repeats)]
+    hot_bare = [bare.timed(client, hot_text) for _ in range(repeats)]
     popular = [cold_text(rng) for _ in range(10)]
     for text in popular:
-        _timed_search(client, index, text)
+        full.timed(client, text)
+    client.close()
     queries = [rng.choice(popular) if rng.random() < 0.8 else cold_text(rng) for _ in range(mix)]
-    clients = [make_client() for _ in range(concurrency)]
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        latencies = list(pool.map(lambda iq: _timed_search(clients[iq[0] % concurrency], index, iq[1]),
-                                  enumerate(queries)))
-    seconds = time.perf_counter() - t0
-    progress()
-    for c in [client, *clients]:
-        c.close()
-    stats = ctx.adapter.get("/v1/queue").json().get("embed_cache", {})
-    # what the index holds matters as much as the cache: each hit's `_source` is read and filtered (an empty index
-    # answered the mix at ~220 q/s, 1000 documents at ~90 here)
-    documents = ctx.request("GET", f"/{index}/_count")["count"]
-    return {"documents": documents, "cold_ms": summary(cold), "repeated_ms": summary(hot),
-            "mix": {"queries": mix, "repeat_share": 0.8, "concurrency": concurrency, "seconds": round(seconds, 2),
-                    "queries_per_s": round(mix / seconds, 1), "latency_ms": summary(latencies)},
-            "cache": stats}
+    fresh = [q if q in popular else cold_text(rng) for q in queries]  # the same mix, its misses new again
+    return {"cold_ms": summary(cold), "repeated_ms": summary(hot), "repeated_no_hits_ms": summary(hot_bare),
+            "mix": full.mix(queries, concurrency), "mix_no_hits": bare.mix(fresh, concurrency)}
+
+
+def run(ctx: Context, tag: str, documents: int = 1000, repeats: int = 30, mix: int = 100, concurrency: int = 8,
+        progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    rng = random.Random(7)
+    docs = with_thumbnails(store.documents(documents, ctx.clip.embedding_dim)[0])
+    variants = []
+    for i, variant in enumerate(VARIANTS):
+        progress(variant)
+        index = f"{ctx.settings.index.name}-bench-{tag}-cache-{i}"
+        body = store.variant_body(ctx, variant)
+        create_index(ctx, index, body)
+        try:
+            store.load(ctx, index, docs)
+            variants.append({"variant": variant, "codec": body["settings"]["index"].get("codec"),
+                             "documents": ctx.request("GET", f"/{index}/_count")["count"],
+                             **measure(ctx, index, rng, repeats, mix, concurrency)})
+        finally:
+            delete_index(ctx, index)
+    shipped, other = variants
+    return {"documents": documents, "hits": HITS, "repeat_share": 0.8, "variants": variants,
+            "other_codec_repeated_ratio": ratio(shipped["repeated_ms"]["p50"], other["repeated_ms"]["p50"]),
+            "cache": ctx.adapter.get("/v1/queue").json().get("embed_cache", {})}

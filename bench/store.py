@@ -9,16 +9,16 @@ adapter writes them (float32 values printed as float64: ~19 characters a number)
 
 Variants, each its own index, loaded (bulk, refresh off), force-merged to one segment, then `_stats/store`:
 
-* `template`: the index exactly as the template makes it (`best_compression` codec), vectors as the adapter
+* `template`: the index exactly as the template makes it (the configured `index.codec`), vectors as the adapter
   writes them (`common.vectors.wire_floats`: the fewest digits that give back the same float32, ~10 characters);
 * `long floats`: the vectors as the adapter wrote them before, float32 printed as float64 (~19 characters a number;
   the indexed float32 values are identical);
 * `no vectors in _source`: `_source.excludes` on both vector fields. **Not safe on 2.19**: a partial `_update`
   rebuilds the document from `_source` and drops the vectors (tests/integration/test_update_keeps_vectors.py);
   shown to size what it would save;
-* `LZ4 codec`: the stored fields (`_source`, `_id`) in Lucene's default codec instead of `best_compression`:
-  more bytes, but a hit's stored fields are read without inflating a DEFLATE block, which the knn p50 (ten hits,
-  `_source: false`; `_id` is still read) shows;
+* `other codec`: the stored fields (`_source`, `_id`) in the codec the config does not choose (`default` = LZ4,
+  `best_compression` = DEFLATE): DEFLATE stores fewer bytes, LZ4 reads a hit's stored fields without inflating a
+  DEFLATE block, which the knn p50 (ten hits, `_source: false`; `_id` is still read) shows;
 * `sq encoder`: lucene scalar quantization of both vector fields (`encoder: sq`); Lucene keeps the float32 vectors
   beside the 7-bit ones, so the disk grows while search memory shrinks; recall@10 of the global field is reported.
 
@@ -46,7 +46,8 @@ K = 10
 VECTOR_FIELDS = ("global_image_embedding", "detected_objects.object_embedding")
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 TAGS = ("holiday", "garden", "work", "family", "night", "city", "beach", "snow")
-VARIANTS = ("template", "long floats", "no vectors in _source", "LZ4 codec", "sq encoder")
+VARIANTS = ("template", "long floats", "no vectors in _source", "other codec", "sq encoder")
+CODECS = ("default", "best_compression")
 
 
 def _long(v: np.ndarray) -> list[float]:
@@ -92,14 +93,14 @@ def _render(doc: dict[str, Any], floats: Callable[[np.ndarray], list[float]]) ->
     return json.dumps(out)
 
 
-def _body(ctx: Context, variant: str) -> dict[str, Any]:
+def variant_body(ctx: Context, variant: str) -> dict[str, Any]:
+    """The images template's settings and mappings with `variant`'s change, for an index loaded by `load`."""
     body = index_template_body(ctx, with_ingest_pipeline=False)
     index = body["settings"].setdefault("index", {})
-    index.pop("search.default_pipeline", None)
     index.update({"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "-1"})
     mappings = body["mappings"]
-    if variant == "LZ4 codec":
-        index["codec"] = "default"
+    if variant == "other codec":
+        index["codec"] = next(c for c in CODECS if c != index.get("codec", "default"))
     if variant == "no vectors in _source":
         mappings["_source"]["excludes"] = [*mappings["_source"].get("excludes", []), *VECTOR_FIELDS]
     if variant == "sq encoder":
@@ -124,23 +125,30 @@ def _recall(ctx: Context, index: str, data: np.ndarray) -> dict[str, Any]:
     return {"recall_at_10": round(float(np.mean(found)), 4), "latency_p50_ms": round(float(np.median(ms)), 2)}
 
 
+def load(ctx: Context, index: str, docs: list[dict[str, Any]],
+         floats: Callable[[np.ndarray], list[float]] = wire_floats) -> int:
+    """Bulk-loads `docs` (ids "0", "1", …), then refreshes; returns the `_source` characters sent."""
+    sent = 0
+    for start in range(0, len(docs), BULK_DOCS):
+        lines = []
+        for offset, doc in enumerate(docs[start:start + BULK_DOCS]):
+            source = _render(doc, floats)
+            sent += len(source)
+            lines += [json.dumps({"index": {"_id": str(start + offset)}}), source]
+        response = ctx.request("POST", f"/{index}/_bulk", content=("\n".join(lines) + "\n").encode())
+        if response.get("errors"):
+            raise RuntimeError(f"bulk into {index} failed: {str(response)[:500]}")
+    ctx.request("POST", f"/{index}/_refresh")
+    return sent
+
+
 def run_variant(ctx: Context, variant: str, docs: list[dict[str, Any]], data: np.ndarray, tag: str) -> dict[str, Any]:
     index = f"{ctx.settings.index.name}-bench-{tag}-bytes-{VARIANTS.index(variant)}"
-    create_index(ctx, index, _body(ctx, variant))
-    floats = _long if variant == "long floats" else wire_floats
+    body = variant_body(ctx, variant)
+    create_index(ctx, index, body)
     try:
         t0 = time.perf_counter()
-        sent = 0
-        for start in range(0, len(docs), BULK_DOCS):
-            lines = []
-            for offset, doc in enumerate(docs[start:start + BULK_DOCS]):
-                source = _render(doc, floats)
-                sent += len(source)
-                lines += [json.dumps({"index": {"_id": str(start + offset)}}), source]
-            response = ctx.request("POST", f"/{index}/_bulk", content=("\n".join(lines) + "\n").encode())
-            if response.get("errors"):
-                raise RuntimeError(f"bulk into {index} failed: {str(response)[:500]}")
-        ctx.request("POST", f"/{index}/_refresh")
+        sent = load(ctx, index, docs, _long if variant == "long floats" else wire_floats)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         ctx.os.post(f"/{index}/_forcemerge", params={"max_num_segments": "1"}, timeout=3600).raise_for_status()
@@ -149,7 +157,8 @@ def run_variant(ctx: Context, variant: str, docs: list[dict[str, Any]], data: np
         store = ctx.request("GET", f"/{index}/_stats/store,docs")["indices"][index]["primaries"]
         files = ctx.request("GET", f"/{index}/_segments")["indices"][index]["shards"]["0"][0]["segments"]
         per_image = store["store"]["size_in_bytes"] / len(docs)
-        return {"variant": variant, "documents": store["docs"]["count"], "segments": len(files),
+        return {"variant": variant, "codec": body["settings"]["index"].get("codec"),
+                "documents": store["docs"]["count"], "segments": len(files),
                 "store_bytes": store["store"]["size_in_bytes"], "bytes_per_image": round(per_image),
                 "source_chars_per_image": round(sent / len(docs)), "load_seconds": round(load_s, 1),
                 "merge_seconds": round(merge_s, 1), "projected_10m_gb": round(per_image * 10_000_000 / 1e9, 1),

@@ -472,6 +472,15 @@ class Cluster:
     def put_index_settings(self, name: str, values: dict) -> None:
         self.request("PUT", f"/{name}/_settings", values)
 
+    def put_closed_index_settings(self, name: str, values: dict) -> None:
+        """Static settings (the codec) on a closed index; it is reopened whatever happens, and serves again before
+        this returns (its primaries active)."""
+        self.request("POST", f"/{name}/_close", params={"wait_for_active_shards": "1"})
+        try:
+            self.put_index_settings(name, values)
+        finally:
+            self.request("POST", f"/{name}/_open", params={"wait_for_active_shards": "1"})
+
     # --- reading everything at once (the reconciler's `observe`) -----------------------------------------
     def search_ml_all(self, kind: str, size: int = 1000) -> list[dict]:
         """Every object of `kind` (`model_groups`, `connectors`, `models`), oldest first: the reconciler finds its

@@ -95,6 +95,9 @@ DYNAMIC_SETTINGS = frozenset({
     "index.final_pipeline", "index.search.default_pipeline", "index.knn.algo_param.ef_search", "index.hidden",
     "index.max_result_window",
 })
+# Static settings OpenSearch takes on a closed index, so an existing one takes them in place (closed for a moment)
+# instead of a rebuild: the codec applies to segments written from then on, older ones take it as they merge.
+CLOSED_SETTINGS = frozenset({"index.codec"})
 _STRIP_ANALYSIS = "for (String f : params.fields) { ctx._source.remove(f); }"
 
 
@@ -449,6 +452,8 @@ def _index_step(plan: Plan, want: DesiredIndex, found: ObservedIndex) -> None:
             plan.add(_replace_step(want, found, body, replace))
         elif mapping_changes or dynamic:
             why = ", ".join(mapping_changes + [f"setting {k}" for k in sorted(dynamic)])
+            if CLOSED_SETTINGS & dynamic.keys():
+                why += " (closed for a moment: searches and writes to it fail until it reopens)"
             mapping = {k: v for k, v in body["mappings"].items() if k != "_source"} if mapping_changes else None
             plan.add(Step("index", want.name, "update", detail=f"in place{where}: {why}",
                           data={"index": found.concrete, "settings": dynamic, "mapping": mapping}))
@@ -562,7 +567,7 @@ def compare_settings(want: dict, have_flat: dict) -> tuple[list[str], dict[str, 
     for key, value in _flatten(want).items():
         key = key if key.startswith("index.") else f"index.{key}"
         if _canon(have_flat.get(key)) != _canon(value):
-            if key in DYNAMIC_SETTINGS:
+            if key in DYNAMIC_SETTINGS or key in CLOSED_SETTINGS:
                 inplace[key] = value
             else:
                 replace.append(f"setting {key} {have_flat.get(key)} → {value}")
@@ -711,8 +716,13 @@ def _create_index(cluster: Cluster, step: Step, ids: dict, say: Callable) -> Non
 
 
 def _update_index(cluster: Cluster, step: Step, ids: dict, say: Callable) -> None:
-    if step.data["settings"]:
-        cluster.put_index_settings(step.data["index"], step.data["settings"])
+    settings = step.data["settings"]
+    closed = {k: v for k, v in settings.items() if k in CLOSED_SETTINGS}
+    if closed:
+        say(f"closing {step.data['index']} for a moment to change {', '.join(sorted(closed))}")
+        cluster.put_closed_index_settings(step.data["index"], closed)
+    if len(closed) < len(settings):
+        cluster.put_index_settings(step.data["index"], {k: v for k, v in settings.items() if k not in closed})
     if step.data["mapping"]:
         cluster.put_mapping(step.data["index"], step.data["mapping"])
 

@@ -184,6 +184,27 @@ def test_dimension_change_with_the_flag_stops_when_the_served_model_disagrees(de
     assert not Reconciler(cluster, deployment).plan(clip_facts).changes
 
 
+def test_codec_change_closes_and_reopens_the_index_keeping_every_document(deployment: Settings, cluster: Cluster,
+                                                                           clip_facts: ClipFacts, os_client):
+    """The stored-fields codec changes in place on the real node (close, put, open): no replacement, the base64
+    document stays, vectors unchanged, neural search answers; the way back is the same."""
+    before = vectors(os_client, INDEX, [*URL_DOCS, B64_DOC])
+    other = "best_compression" if deployment.index.codec == "default" else "default"
+    for codec in (other, deployment.index.codec):
+        settings = named(deployment, codec=codec)
+        plan = Reconciler(cluster, settings).run(clip_facts)
+        step = plan.step("index", INDEX)
+        assert step is not None and step.action == "update" and "index.codec" in step.detail, plan.lines()
+        assert cluster.index_settings(INDEX)["index.codec"] == codec
+        assert cluster.resolve_index(INDEX) == (INDEX, False) and cluster.count(INDEX) == len(URL_DOCS) + 1
+        after = vectors(os_client, INDEX, [*URL_DOCS, B64_DOC])
+        assert all(np.array_equal(before[k], after[k]) for k in before) and len(after) == len(before)
+        body = {"size": 4, "_source": ["image_id"],
+                "query": {"neural": {"global_image_embedding": {"query_text": "a red circle", "k": 4}}}}
+        assert len(os_client.search(index=INDEX, body=body)["hits"]["hits"]) == 4
+        assert not Reconciler(cluster, settings).plan(clip_facts).changes
+
+
 def step_of(plan: Plan) -> dict:
     step = plan.step("index", INDEX)
     assert step is not None and step.action == "replace", plan.lines()

@@ -78,6 +78,7 @@ class MemoryCluster:
         self.templates: dict[str, dict] = {}
         self.indices: dict[str, dict] = {}  # name → {mappings, settings (flat), docs}
         self.aliases: dict[str, str] = {}
+        self.closed: set[str] = set()
 
     def _write(self, name: str, arg: Any = None) -> None:
         self.calls.append((name, arg))
@@ -248,11 +249,23 @@ class MemoryCluster:
 
     def put_index_settings(self, index: str, values: dict) -> None:
         self._write("put_index_settings", (index, values))
+        if "index.codec" in values and index not in self.closed:
+            raise ClusterError(f"illegal_argument_exception: Can't update non dynamic settings [[index.codec]] for "
+                               f"open indices [[{index}]]", 400)
         for key, value in values.items():
             if value is None:
                 self.indices[index]["settings"].pop(key, None)
             else:
                 self.indices[index]["settings"][key] = str(value).lower() if isinstance(value, bool) else str(value)
+
+    def put_closed_index_settings(self, index: str, values: dict) -> None:
+        self._write("close_index", index)
+        self.closed.add(index)
+        try:
+            self.put_index_settings(index, values)
+        finally:
+            self.closed.discard(index)
+            self._write("open_index", index)
 
     def put_mapping(self, index: str, body: dict) -> None:
         self._write("put_mapping", index)
@@ -505,6 +518,29 @@ def test_dimension_change_is_a_replace_refused_without_the_flag(settings: Settin
     message = str(refused.value)
     assert "--allow-reindex" in message and "dimension 512 → 768" in message and settings.index.name in message
     assert writes(cluster) == [], "a refused plan changes nothing, not even the steps before the replace"
+
+
+def test_codec_change_is_made_in_place_on_the_closed_index(settings: Settings):
+    """The stored-fields codec is static but needs no rebuild: the index is closed, changed, reopened, and every
+    document (base64 ones too, which a rebuild could not carry) stays where it is."""
+    cluster = MemoryCluster()
+    bootstrap(cluster, settings)
+    name = settings.index.name
+    index_corpus(cluster, name)
+    docs = copy.deepcopy(cluster.indices[name]["docs"])
+    cluster.calls.clear()
+    other = "best_compression" if settings.index.codec == "default" else "default"
+
+    plan = plan_for(cluster, renamed(settings, codec=other))
+    step = get_step(plan, "index", name)
+    assert step.action == "update" and "setting index.codec" in step.detail and "closed for a moment" in step.detail
+    assert not plan.replacements
+    run_apply(plan, cluster)
+    assert [c for c in cluster.calls if c[0] in ("close_index", "put_index_settings", "open_index")] == [
+        ("close_index", name), ("put_index_settings", (name, {"index.codec": other})), ("open_index", name)]
+    assert cluster.indices[name]["settings"]["index.codec"] == other and not cluster.closed
+    assert cluster.indices[name]["docs"] == docs
+    assert not plan_for(cluster, renamed(settings, codec=other)).changes
 
 
 def test_dimension_change_with_the_flag_rebuilds_the_index_and_moves_the_alias(settings: Settings):
