@@ -206,10 +206,10 @@ def markdown(results: dict[str, Any]) -> str:
             m, bare = v["mix"], v["mix_no_hits"]
             rows.append([v["variant"], v.get("codec", ""), _s(v["cold_ms"]), _s(v["repeated_ms"]),
                          _s(v["repeated_ms"], "p95"), _s(v["repeated_no_hits_ms"]), m["queries_per_s"],
-                         _s(m["latency_ms"]), bare["queries_per_s"]])
+                         _s(m["latency_ms"]), bare["queries_per_s"], m.get("client_cpu_cores", "")])
         lines += _table(["index", "codec", "cold p50 ms", "repeated p50 ms", "repeated p95 ms",
                          "repeated, no hits read p50", f"mix q/s (concurrency {concurrency})", "mix p50 ms",
-                         "mix q/s, no hits read"], rows)
+                         "mix q/s, no hits read", "bench client cores"], rows)
     stored = results.get("bytes")
     if stored:
         lines += ["## Bytes per image (index store after a force-merge)", "",

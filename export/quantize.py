@@ -8,10 +8,13 @@ How each model is quantized, and why (measured on the 2-core dev machine, AVX-51
   (23, with its DFL) stay fp32. Box edges are regressed as the expectation of a 16-bin distribution, so any int8
   rounding in the layers that feed the head moves boxes: quantizing everything but the head's last convolutions
   moved edges by up to 7 px (original pixels), the whole head fp32 still 2.8–3.9 px, percentile/entropy calibration
-  or 3× the calibration scenes did not close the gap; backbone-only measured 1.67 px (test: ±2 px). Speed: the
-  int8 convolutions run ~2.5× faster, but ONNX Runtime dequantizes each SiLU's input twice (one DQ per consumer of
-  a QDQ pair) and runs Sigmoid and Mul in fp32 where fp32 fuses them (QuickGelu), which eats the gain: ~1.0–1.1×.
-  Quantizing the SiLUs too (QLinearSigmoid/QLinearMul) gains ~15 % but moves boxes by 4.6 px.
+  or 3× the calibration scenes did not close the gap; backbone-only measured 1.67 px (test: ±2 px). Each SiLU
+  (Sigmoid, Mul) is first written as the one fp32 node ONNX Runtime fuses it into in the fp32 model (QuickGelu,
+  alpha 1): left as two nodes, the quantized graph dequantizes the SiLU's input once per consumer and runs both in
+  fp32 (int8 detector 0.88× fp32; as one node ~0.98×). Speed: the backbone's QLinearConvs take 7.9 ms where its fp32
+  convolutions took 13 ms, and the QuantizeLinear/DequantizeLinear around every SiLU add 6.9 ms back (ONNX Runtime
+  profile, 2 threads): no net gain on a model this small. Quantizing the SiLUs too (QLinearSigmoid/QLinearMul)
+  gains ~15 % but moves boxes by 4.6 px.
 * **image encoder**: static QDQ of the convolutions but depthwise ones (group > 1), calibrated on scenes and
   object crops as the server preprocesses them; MatMul/Gemm (attention, projection) stay fp32. Depthwise
   convolutions stay fp32: they are memory bound, gain nothing from int8 and quantizing them cost most of the
@@ -41,6 +44,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +54,7 @@ from common.model_facts import ClipFacts, Int8Files, YoloFacts
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what the int8 files hold: existing copies are then re-quantized.
-RECIPE = 3
+RECIPE = 4
 CALIBRATION_SEED = 777  # not the detector's training (0) or test (2025) seed, nor the bench images' (4242)
 CALIBRATION_SCENES = 32
 CALIBRATION_CROPS = 48
@@ -139,14 +143,49 @@ def _static(pre: Path, out: Path, input_name: str, data: Sequence[np.ndarray], e
                     calibrate_method=CalibrationMethod.MinMax)
 
 
+def silu_as_one_node(source: Path, out: Path) -> int:
+    """Rewrites every SiLU written as Sigmoid(x) → Mul(x, ·) as one QuickGelu(x, alpha=1) (ONNX Runtime's contrib
+    op, x·sigmoid(alpha·x): the same function); returns how many. Quantization then puts one DequantizeLinear before
+    each SiLU instead of one per consumer."""
+    import onnx
+
+    model = onnx.load(str(source))
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    silu: dict[str, Any] = {}  # Sigmoid name → its Mul
+    for node in model.graph.node:
+        users = consumers.get(node.output[0], []) if node.op_type == "Sigmoid" else []
+        if len(users) == 1 and users[0].op_type == "Mul" and set(users[0].input) == {node.input[0], node.output[0]}:
+            silu[node.name] = users[0]
+    muls = {id(mul) for mul in silu.values()}
+    nodes = []
+    for node in model.graph.node:
+        if node.name in silu:
+            nodes.append(onnx.helper.make_node("QuickGelu", [node.input[0]], [silu[node.name].output[0]],
+                                               name=f"{node.name}/silu", domain="com.microsoft", alpha=1.0))
+        elif id(node) not in muls:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    onnx.save(model, str(out))
+    return len(silu)
+
+
 def quantize_yolo(source: Path, out: Path, data: Sequence[np.ndarray], input_name: str, work: Path) -> str:
     import onnx
 
     pre = _preprocessed(source, work)
-    fp32 = [n.name for n in onnx.load(str(pre), load_external_data=False).graph.node if _YOLO_FP32.search(n.name)]
-    _static(pre, out, input_name, data, fp32)
+    fused = work / f"{source.stem}.silu.onnx"
+    silus = silu_as_one_node(pre, fused)
+    fp32 = [n.name for n in onnx.load(str(fused), load_external_data=False).graph.node if _YOLO_FP32.search(n.name)]
+    _static(fused, out, input_name, data, fp32)
     return (f"static QDQ, per-channel int8 weights, uint8 activations (min/max over {len(data)} scenes); backbone "
-            f"Conv and MatMul (layers 0-10); neck and detect head fp32 ({len(fp32)} nodes)")
+            f"Conv and MatMul (layers 0-10); neck and detect head fp32 ({len(fp32)} nodes); {silus} SiLUs as one "
+            "fp32 QuickGelu node each")
 
 
 def quantize_clip_image(source: Path, out: Path, data: Sequence[np.ndarray], work: Path) -> str:
