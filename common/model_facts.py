@@ -129,6 +129,7 @@ class YoloFacts(_Facts):
     weights_sha256: str | None = None  # of the checkpoint file, when the weights came from one
     ultralytics_version: str | None = None
     export_seconds: float | None = None
+    graph_revision: int = 0  # how export.yolo reworked ultralytics' graph (export.yolo.GRAPH_REVISION)
 
     def file_for(self, precision: Precision) -> str:
         """The detector's ONNX file at this precision (int8: its quantized copy, which must exist)."""

@@ -48,6 +48,8 @@ INPUT_SIZE = 640
 INPUT_NAME = "images"
 OUTPUT_NAME = "output0"
 RANDOM_SEED = 0  # random-init weights are reproducible
+# Bump when _finish_onnx changes the graph ultralytics exports: existing exports are then redone.
+GRAPH_REVISION = 1
 _STEPS = 5
 
 
@@ -145,6 +147,7 @@ def _is_current(facts: YoloFacts, settings: Settings, choice: WeightsChoice, sha
         and facts.opset == OPSET
         and facts.input_size == INPUT_SIZE
         and facts.ultralytics_version == _installed_ultralytics()
+        and facts.graph_revision == GRAPH_REVISION
     )
 
 
@@ -197,9 +200,41 @@ def _random_init(arch_yaml: str, stage: Path):
     return YOLO(str(staged))
 
 
+def softmax_on_last_axis(model) -> int:
+    """Wraps every Softmax over an inner axis in two Transposes that make it the last; returns how many.
+
+    The detect head's DFL takes a softmax over axis 1 of [batch, 16, 4, anchors], and ONNX Runtime's CPU kernel is
+    slow off the last axis: 6 ms of a 46 ms yolo11n pass on 2 cores, its slowest node after the convolutions. On
+    the last axis the same values (bit-identical here) come ~10 % sooner for the whole detector.
+    """
+    import onnx
+
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    nodes, count = [], 0
+    for node in model.graph.node:
+        rank = ranks.get(node.input[0], 0) if node.op_type == "Softmax" else 0
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        axis = axis + rank if axis < 0 else axis
+        if rank < 2 or axis == rank - 1:
+            nodes.append(node)
+            continue
+        perm = [d for d in range(rank) if d != axis] + [axis]
+        back = [perm.index(d) for d in range(rank)]
+        inner, result = f"{node.input[0]}/last_axis", f"{node.output[0]}/last_axis"
+        nodes += [onnx.helper.make_node("Transpose", [node.input[0]], [inner], perm=perm, name=f"{node.name}/to_last"),
+                  onnx.helper.make_node("Softmax", [inner], [result], axis=rank - 1, name=f"{node.name}/last"),
+                  onnx.helper.make_node("Transpose", [result], list(node.output), perm=back, name=f"{node.name}/back")]
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return count
+
+
 def _finish_onnx(onnx_path: Path, size: int, metadata: dict[str, str]) -> None:
-    """Pins height and width (ultralytics' dynamic export makes them symbolic too) to the letterbox size and
-    adds our metadata (`visual_search.*`) beside ultralytics' own (names, stride, imgsz, args...)."""
+    """Pins height and width (ultralytics' dynamic export makes them symbolic too) to the letterbox size, puts
+    every softmax on its last axis (faster on CPU, same values) and adds our metadata (`visual_search.*`) beside
+    ultralytics' own (names, stride, imgsz, args...)."""
     import onnx
 
     model = onnx.load(str(onnx_path))
@@ -207,6 +242,7 @@ def _finish_onnx(onnx_path: Path, size: int, metadata: dict[str, str]) -> None:
     for i in (2, 3):
         dims[i].Clear()
         dims[i].dim_value = size
+    softmax_on_last_axis(model)
     for key, value in metadata.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = f"visual_search.{key}", value
@@ -304,6 +340,7 @@ def ensure_yolo(settings: Settings | None = None, *, force: bool = False,
             weights_sha256=sha,
             ultralytics_version=ultralytics.__version__,
             export_seconds=round(export_s, 1),
+            graph_revision=GRAPH_REVISION,
         )
         final = out_dir / facts.file
         exported.replace(final)  # same file system: an atomic rename
