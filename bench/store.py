@@ -38,6 +38,7 @@ import numpy as np
 from bench.context import Context, create_index, delete_index, index_template_body
 from bench.recall import clustered_vectors
 from client.queries import knn_options
+from common.config import CODECS
 from common.vectors import wire_floats
 
 BULK_DOCS = 500
@@ -47,7 +48,6 @@ VECTOR_FIELDS = ("global_image_embedding", "detected_objects.object_embedding")
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 TAGS = ("holiday", "garden", "work", "family", "night", "city", "beach", "snow")
 VARIANTS = ("template", "long floats", "no vectors in _source", "other codec", "sq encoder")
-CODECS = ("default", "best_compression")
 
 
 def _long(v: np.ndarray) -> list[float]:

@@ -10,7 +10,7 @@ import os
 import ssl
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -224,6 +224,11 @@ class MLCommonsSettings(_Section):
     retry_timeout_s: int = Field(900, ge=1)
 
 
+# Lucene's stored-fields codecs OpenSearch has without plugins: LZ4 (`default`) and DEFLATE (`best_compression`).
+Codec = Literal["default", "best_compression"]
+CODECS: tuple[str, ...] = get_args(Codec)
+
+
 class IndexSettings(_Section):
     name: str = "images"
     dead_letter: str = "images-failed"
@@ -237,7 +242,7 @@ class IndexSettings(_Section):
     hnsw_ef_search: int = Field(100, ge=1)
     # How Lucene compresses the stored fields (each hit's `_source`): LZ4 reads a hit in a fraction of the time,
     # DEFLATE stores ~0.7x the bytes. Static: a change rebuilds the index (bootstrap replacement).
-    codec: Literal["default", "best_compression"] = "default"
+    codec: Codec = "default"
     # hybrid queries: lexical and neural scores, min-max normalized, combined with these weights (sum 1)
     hybrid_weights: tuple[float, float] = (0.3, 0.7)
     # A dead letter keeps its image so it can be replayed; a permanently failed one only up to this size.
