@@ -475,11 +475,18 @@ class Cluster:
     def put_closed_index_settings(self, name: str, values: dict) -> None:
         """Static settings (the codec) on a closed index; it is reopened whatever happens, and serves again before
         this returns (its primaries active)."""
-        self.request("POST", f"/{name}/_close", params={"wait_for_active_shards": "1"})
+        self.close_index(name)
         try:
             self.put_index_settings(name, values)
         finally:
-            self.request("POST", f"/{name}/_open", params={"wait_for_active_shards": "1"})
+            self.open_index(name)
+
+    def close_index(self, name: str) -> None:
+        self.request("POST", f"/{name}/_close", params={"wait_for_active_shards": "1"})
+
+    def open_index(self, name: str) -> None:
+        """Returns once its primaries are active: it serves again."""
+        self.request("POST", f"/{name}/_open", params={"wait_for_active_shards": "1"})
 
     # --- reading everything at once (the reconciler's `observe`) -----------------------------------------
     def search_ml_all(self, kind: str, size: int = 1000) -> list[dict]:

@@ -98,6 +98,8 @@ DYNAMIC_SETTINGS = frozenset({
 # Static settings OpenSearch takes on a closed index, so an existing one takes them in place (closed for a moment)
 # instead of a rebuild: the codec applies to segments written from then on, older ones take it as they merge.
 CLOSED_SETTINGS = frozenset({"index.codec"})
+# OpenSearch sets this on a closed index and drops it when it reopens.
+_CLOSED_FLAG = "index.verified_before_close"
 _STRIP_ANALYSIS = "for (String f : params.fields) { ctx._source.remove(f); }"
 
 
@@ -162,6 +164,11 @@ class ObservedIndex:
     docs_with_url: int = 0  # documents whose image can be fetched again (re-analysis needs it)
     versions: dict[str, int] = field(default_factory=dict)  # `<name>-v<N>` → documents (the current one included)
 
+    @property
+    def closed(self) -> bool:
+        """Left closed by a codec change that was interrupted between close and open: it serves nothing."""
+        return _is_closed(self.settings)
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -206,15 +213,24 @@ def observe(cluster: Cluster, settings: Settings) -> Observed:
 
 
 def observe_index(cluster: Cluster, name: str) -> ObservedIndex:
-    versions = {v: cluster.count(v) for v in cluster.index_names(f"{name}-v*") if _version_of(v, name) is not None}
     resolved = cluster.resolve_index(name)
-    if resolved is None:
+    concrete, via_alias = resolved or (None, False)
+    settings = cluster.index_settings(concrete) if concrete else {}
+    closed = _is_closed(settings)  # a closed index answers no count: it is reopened first
+
+    def count(index: str, query: dict | None = None) -> int:
+        return 0 if closed and index == concrete else cluster.count(index, query)
+
+    versions = {v: count(v) for v in cluster.index_names(f"{name}-v*") if _version_of(v, name) is not None}
+    if concrete is None:
         return ObservedIndex(name, versions=versions)
-    concrete, via_alias = resolved
-    return ObservedIndex(name, concrete, via_alias, mapping=cluster.index_mapping(concrete),
-                         settings=cluster.index_settings(concrete), docs=cluster.count(concrete),
-                         docs_with_url=cluster.count(concrete, {"exists": {"field": contract.IMAGE_URL_FIELD}}),
-                         versions=versions)
+    with_url = {"exists": {"field": contract.IMAGE_URL_FIELD}}
+    return ObservedIndex(name, concrete, via_alias, mapping=cluster.index_mapping(concrete), settings=settings,
+                         docs=count(concrete), docs_with_url=count(concrete, with_url), versions=versions)
+
+
+def _is_closed(flat_settings: dict) -> bool:
+    return flat_settings.get(_CLOSED_FLAG) == "true"
 
 
 def _version_of(index: str, base: str) -> int | None:
@@ -448,15 +464,19 @@ def _index_step(plan: Plan, want: DesiredIndex, found: ObservedIndex) -> None:
         static, dynamic = compare_settings(body["settings"], found.settings)
         replace += static
         where = f" (alias of {found.concrete})" if found.via_alias else ""
-        if replace:
+        if replace and not found.closed:
             plan.add(_replace_step(want, found, body, replace))
-        elif mapping_changes or dynamic:
+        elif mapping_changes or dynamic or found.closed:
             why = ", ".join(mapping_changes + [f"setting {k}" for k in sorted(dynamic)])
-            if CLOSED_SETTINGS & dynamic.keys():
+            if found.closed:
+                why = ", ".join(filter(None, ["reopened (left closed by an interrupted change)", why]))
+                why += f"; bootstrap again for: {'; '.join(replace)}" if replace else ""
+            elif CLOSED_SETTINGS & dynamic.keys():
                 why += " (closed for a moment: searches and writes to it fail until it reopens)"
             mapping = {k: v for k, v in body["mappings"].items() if k != "_source"} if mapping_changes else None
             plan.add(Step("index", want.name, "update", detail=f"in place{where}: {why}",
-                          data={"index": found.concrete, "settings": dynamic, "mapping": mapping}))
+                          data={"index": found.concrete, "settings": dynamic, "mapping": mapping,
+                                "reopen": found.closed}))
         else:
             plan.add(Step("index", want.name, "unchanged", detail=where.strip()))
     for version, docs in sorted(found.versions.items(), key=lambda item: _version_of(item[0], want.name) or 0):
@@ -716,13 +736,18 @@ def _create_index(cluster: Cluster, step: Step, ids: dict, say: Callable) -> Non
 
 
 def _update_index(cluster: Cluster, step: Step, ids: dict, say: Callable) -> None:
-    settings = step.data["settings"]
+    index, settings = step.data["index"], step.data["settings"]
     closed = {k: v for k, v in settings.items() if k in CLOSED_SETTINGS}
-    if closed:
-        say(f"closing {step.data['index']} for a moment to change {', '.join(sorted(closed))}")
-        cluster.put_closed_index_settings(step.data["index"], closed)
+    if step.data.get("reopen"):
+        say(f"reopening {index}, left closed by an interrupted change")
+        if closed:
+            cluster.put_index_settings(index, closed)
+        cluster.open_index(index)
+    elif closed:
+        say(f"closing {index} for a moment to change {', '.join(sorted(closed))}")
+        cluster.put_closed_index_settings(index, closed)
     if len(closed) < len(settings):
-        cluster.put_index_settings(step.data["index"], {k: v for k, v in settings.items() if k not in closed})
+        cluster.put_index_settings(index, {k: v for k, v in settings.items() if k not in closed})
     if step.data["mapping"]:
         cluster.put_mapping(step.data["index"], step.data["mapping"])
 

@@ -205,6 +205,20 @@ def test_codec_change_closes_and_reopens_the_index_keeping_every_document(deploy
         assert not Reconciler(cluster, settings).plan(clip_facts).changes
 
 
+def test_index_left_closed_is_reopened_by_the_next_bootstrap(deployment: Settings, cluster: Cluster,
+                                                             clip_facts: ClipFacts, os_client):
+    """A codec change killed between close and open leaves the index closed; the next bootstrap reopens it."""
+    os_client.indices.close(index=INDEX)
+    plan = Reconciler(cluster, deployment).run(clip_facts)
+    step = plan.step("index", INDEX)
+    assert step is not None and step.action == "update" and "reopened" in step.detail, plan.lines()
+    assert cluster.count(INDEX) == len(URL_DOCS) + 1
+    body = {"size": 4, "_source": ["image_id"],
+            "query": {"neural": {"global_image_embedding": {"query_text": "a red circle", "k": 4}}}}
+    assert len(os_client.search(index=INDEX, body=body)["hits"]["hits"]) == 4
+    assert not Reconciler(cluster, deployment).plan(clip_facts).changes
+
+
 def step_of(plan: Plan) -> dict:
     step = plan.step("index", INDEX)
     assert step is not None and step.action == "replace", plan.lines()
