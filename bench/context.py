@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from bootstrap.reconcile import flatten_settings
 from common.config import Settings
 from common.errors import VisualSearchError
 from common.model_facts import ClipFacts, MissingArtifactError, YoloFacts
@@ -121,10 +122,12 @@ def index_template_body(ctx: Context, *, with_ingest_pipeline: bool) -> dict[str
     if not found:
         raise StackDown(f"index template {name!r} not found; run `make bootstrap`")
     template = json.loads(json.dumps(found[0]["index_template"]["template"]))
-    index_settings = template.get("settings", {}).get("index", {})
+    # flat keys ("knn", "knn.derived_source.enabled"): the cluster nests them, which a variant can then not set
+    index_settings = {key.removeprefix("index."): value
+                      for key, value in flatten_settings(template.get("settings", {})).items()}
     if not with_ingest_pipeline:
         index_settings.pop("default_pipeline", None)
-    return {"settings": template.get("settings", {}), "mappings": template.get("mappings", {})}
+    return {"settings": {"index": index_settings}, "mappings": template.get("mappings", {})}
 
 
 def create_index(ctx: Context, name: str, body: dict[str, Any]) -> None:

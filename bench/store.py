@@ -19,6 +19,10 @@ Variants, each its own index, loaded (bulk, refresh off), force-merged to one se
 * `other codec`: the stored fields (`_source`, `_id`) in the codec the config does not choose (`default` = LZ4,
   `best_compression` = DEFLATE): DEFLATE stores fewer bytes, LZ4 reads a hit's stored fields without inflating a
   DEFLATE block, which the knn p50 (ten hits, `_source: false`; `_id` is still read) shows;
+* `other derived source`: the k-NN plugin's derived source (`index.knn.derived_source.enabled`, the config's
+  `index.derived_source`) the other way round from the config: when on, the global vector is kept in the vector index
+  only and put back into `_source` when a document is read (a partial `_update` keeps it: that test file again); the
+  nested object vectors stay in `_source` (2.19 derives non-nested fields only);
 * `sq encoder`: lucene scalar quantization of both vector fields (`encoder: sq`); Lucene keeps the float32 vectors
   beside the 7-bit ones, so the disk grows while search memory shrinks; recall@10 of the global field is reported.
 
@@ -47,7 +51,8 @@ K = 10
 VECTOR_FIELDS = ("global_image_embedding", "detected_objects.object_embedding")
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 TAGS = ("holiday", "garden", "work", "family", "night", "city", "beach", "snow")
-VARIANTS = ("template", "long floats", "no vectors in _source", "other codec", "sq encoder")
+VARIANTS = ("template", "long floats", "no vectors in _source", "other codec", "other derived source", "sq encoder")
+DERIVED_SOURCE = "knn.derived_source.enabled"
 
 
 def _long(v: np.ndarray) -> list[float]:
@@ -101,6 +106,8 @@ def variant_body(ctx: Context, variant: str) -> dict[str, Any]:
     mappings = body["mappings"]
     if variant == "other codec":
         index["codec"] = next(c for c in CODECS if c != index.get("codec", "default"))
+    if variant == "other derived source":
+        index[DERIVED_SOURCE] = not _enabled(index.get(DERIVED_SOURCE))
     if variant == "no vectors in _source":
         mappings["_source"]["excludes"] = [*mappings["_source"].get("excludes", []), *VECTOR_FIELDS]
     if variant == "sq encoder":
@@ -108,6 +115,17 @@ def variant_body(ctx: Context, variant: str) -> dict[str, Any]:
         for field in (props["global_image_embedding"], props["detected_objects"]["properties"]["object_embedding"]):
             field["method"]["parameters"]["encoder"] = {"name": "sq"}
     return body
+
+
+def stored_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """How a variant's index keeps its `_source`: the codec, and whether the global vector is derived."""
+    index = body["settings"]["index"]
+    return {"codec": index.get("codec"), "derived_source": _enabled(index.get(DERIVED_SOURCE))}
+
+
+def _enabled(setting: Any) -> bool:
+    """A boolean index setting as the cluster returns it (text) or as a variant sets it."""
+    return str(setting).lower() == "true"
 
 
 def _recall(ctx: Context, index: str, data: np.ndarray) -> dict[str, Any]:
@@ -157,7 +175,7 @@ def run_variant(ctx: Context, variant: str, docs: list[dict[str, Any]], data: np
         store = ctx.request("GET", f"/{index}/_stats/store,docs")["indices"][index]["primaries"]
         files = ctx.request("GET", f"/{index}/_segments")["indices"][index]["shards"]["0"][0]["segments"]
         per_image = store["store"]["size_in_bytes"] / len(docs)
-        return {"variant": variant, "codec": body["settings"]["index"].get("codec"),
+        return {"variant": variant, **stored_fields(body),
                 "documents": store["docs"]["count"], "segments": len(files),
                 "store_bytes": store["store"]["size_in_bytes"], "bytes_per_image": round(per_image),
                 "source_chars_per_image": round(sent / len(docs)), "load_seconds": round(load_s, 1),

@@ -98,6 +98,9 @@ DYNAMIC_SETTINGS = frozenset({
 # Static settings OpenSearch takes on a closed index, so an existing one takes them in place (closed for a moment)
 # instead of a rebuild: the codec applies to segments written from then on, older ones take it as they merge.
 CLOSED_SETTINGS = frozenset({"index.codec"})
+# What an index reports for a setting it was created without (OpenSearch lists only the settings set explicitly): an
+# index made before the template named the setting is not rebuilt for the value it already has.
+SETTING_DEFAULTS = {"index.codec": "default", "index.knn.derived_source.enabled": "false"}
 # OpenSearch sets this on a closed index and drops it when it reopens.
 _CLOSED_FLAG = "index.verified_before_close"
 _STRIP_ANALYSIS = "for (String f : params.fields) { ctx._source.remove(f); }"
@@ -570,11 +573,12 @@ def _compare_field(path: str, w: dict, h: dict, replace: list[str], inplace: lis
             _compare_field(f"{path}.{sub}", sw, sh, replace, inplace)
 
 
-def _flatten(settings: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_settings(settings: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested settings as OpenSearch's dotted keys (how an index reports them with flat_settings)."""
     flat: dict[str, Any] = {}
     for key, value in settings.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -584,13 +588,14 @@ def compare_settings(want: dict, have_flat: dict) -> tuple[list[str], dict[str, 
     """(reasons to replace: static settings that differ, {setting: value} to put in place)."""
     replace: list[str] = []
     inplace: dict[str, Any] = {}
-    for key, value in _flatten(want).items():
+    for key, value in flatten_settings(want).items():
         key = key if key.startswith("index.") else f"index.{key}"
-        if _canon(have_flat.get(key)) != _canon(value):
+        have = have_flat.get(key, SETTING_DEFAULTS.get(key))
+        if _canon(have) != _canon(value):
             if key in DYNAMIC_SETTINGS or key in CLOSED_SETTINGS:
                 inplace[key] = value
             else:
-                replace.append(f"setting {key} {have_flat.get(key)} → {value}")
+                replace.append(f"setting {key} {have} → {_canon(value)}")
     if _canon(have_flat.get("index.blocks.write")) == "true":
         inplace["index.blocks.write"] = None  # left by a replacement that was interrupted: the index serves again
     return replace, inplace

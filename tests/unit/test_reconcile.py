@@ -554,6 +554,22 @@ def test_codec_change_is_made_in_place_on_the_closed_index(settings: Settings):
     assert not plan_for(cluster, renamed(settings, codec=other)).changes
 
 
+def test_derived_source_is_left_alone_on_an_index_made_before_it_and_turning_it_on_rebuilds(settings: Settings):
+    """An index created before the template named `index.knn.derived_source.enabled` reports no such setting; its
+    value is OpenSearch's default (off), so upgrading the product does not rebuild it. Turning it on is a replacement
+    (static, and the vectors already in `_source` would stay there)."""
+    cluster = MemoryCluster()
+    bootstrap(cluster, renamed(settings, derived_source=False))
+    name = settings.index.name
+    index_corpus(cluster, name)
+    del cluster.indices[name]["settings"]["index.knn.derived_source.enabled"]  # as an older bootstrap left it
+
+    assert get_step(plan_for(cluster, renamed(settings, derived_source=False)), "index", name).action == "unchanged"
+    plan = plan_for(cluster, renamed(settings, derived_source=True))
+    step = get_step(plan, "index", name)
+    assert step.action == "replace" and "setting index.knn.derived_source.enabled false → true" in step.detail
+
+
 def test_index_left_closed_by_an_interrupted_change_is_reopened(settings: Settings):
     """A bootstrap killed between close and open leaves the index closed (it answers no count, no search): the next
     one reopens it, with the codec it wants, instead of failing on it."""
