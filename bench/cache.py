@@ -8,7 +8,7 @@ The index is the bench's own, not whatever the stack holds, so runs compare: gen
 ingest's (bench.store.documents) plus a thumbnail-sized incompressible payload (a real thumbnail is ~4.7 KB of base64
 JPEG, bench --only thumbnails), in the images template as shipped and with the other stored-fields codec beside it
 (bench.store: LZ4 or DEFLATE, whichever `index.codec` does not choose), and with the k-NN plugin's derived source
-the other way round from `index.derived_source` (when on, a hit's `_source` is stored without the global vector:
+the other way round from `index.derived_source` (when on, a hit's `_source` is stored without its vectors, and
 OpenSearch's time reading a hit is mostly parsing the vectors' numbers in order to filter them out).
 Each variant is also queried with `size: 0`: the embedding (cache) and the k-NN search without reading any hit,
 which splits a query's time between the cache path and the index's fetch of ten `_source`s.

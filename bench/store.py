@@ -20,9 +20,9 @@ Variants, each its own index, loaded (bulk, refresh off), force-merged to one se
   `best_compression` = DEFLATE): DEFLATE stores fewer bytes, LZ4 reads a hit's stored fields without inflating a
   DEFLATE block, which the knn p50 (ten hits, `_source: false`; `_id` is still read) shows;
 * `other derived source`: the k-NN plugin's derived source (`index.knn.derived_source.enabled`, the config's
-  `index.derived_source`) the other way round from the config: when on, the global vector is kept in the vector index
-  only and put back into `_source` when a document is read (a partial `_update` keeps it: that test file again); the
-  nested object vectors stay in `_source` (2.19 derives non-nested fields only);
+  `index.derived_source`) the other way round from the config: when on, the vectors (the nested object ones too) are
+  kept in the vector index only and put back into `_source` when a document is read (a partial `_update` keeps them:
+  that test file again);
 * `sq encoder`: lucene scalar quantization of both vector fields (`encoder: sq`); Lucene keeps the float32 vectors
   beside the 7-bit ones, so the disk grows while search memory shrinks; recall@10 of the global field is reported.
 

@@ -243,11 +243,10 @@ class IndexSettings(_Section):
     # How Lucene compresses the stored fields (each hit's `_source`): LZ4 reads a hit in a fraction of the time,
     # DEFLATE stores ~0.7x the bytes. An existing index takes a change in place (closed for a moment).
     codec: Codec = "default"
-    # The k-NN plugin's derived source: the global vector is kept in the vector index only and put back into
-    # `_source` when read, so hits parse fewer numbers and the store is smaller, and a partial `_update` still
-    # keeps it (the nested object vectors stay in `_source`: 2.19 derives non-nested fields only). Off by default
-    # because the k-NN plugin calls it experimental in 2.19, without a compatibility promise across upgrades.
-    # Static: a change rebuilds the index (bootstrap replacement).
+    # The k-NN plugin's derived source: the vectors (global and per object) are kept in the vector index only and
+    # put back into `_source` when a document is read, so the store is smaller (0.7x) and a hit is cheaper to read,
+    # and a partial `_update` still keeps them. Off by default because the k-NN plugin calls it experimental in 2.19,
+    # without a compatibility promise across upgrades. Static: a change rebuilds the index (bootstrap replacement).
     derived_source: bool = False
     # hybrid queries: lexical and neural scores, min-max normalized, combined with these weights (sum 1)
     hybrid_weights: tuple[float, float] = (0.3, 0.7)

@@ -15,9 +15,12 @@ How each model is quantized, and why (measured on the 2-core dev machine, AVX-51
   convolutions took 13 ms, and the QuantizeLinear/DequantizeLinear around every SiLU add 6.9 ms back (ONNX Runtime
   profile, 2 threads): no net gain on a model this small. Every convolution int8 (boxes off by several px) gives
   1.08× on the bundled YOLO11n and 1.45× on a YOLO11s; backbone-only on the YOLO11s 1.02×. Quantizing the SiLUs
-  too (QLinearSigmoid/QLinearMul) gains ~15 % but moves boxes by 4.6 px. The runtime is the limit, not the files:
-  OpenVINO 2026.4 (PyPI) runs these same two files with the same detections (boxes within 0.06 px of ONNX
-  Runtime's) at 32.7 ms fp32 and 28.4 ms int8 where ONNX Runtime takes 38.9 and 40.5 (YOLO11n, 2 threads).
+  too (QLinearSigmoid/QLinearMul) gains ~15 % but moves boxes by 4.6 px. Another runtime does not change the
+  picture enough: OpenVINO 2026.4 (PyPI) runs these same two files with the same detections (boxes within 0.06 px
+  of ONNX Runtime's), but by default in bf16 on this CPU (AVX-512 BF16, no AMX), which is slower here (56 ms fp32,
+  52 ms int8, YOLO11n, 2 threads, vs ONNX Runtime's 40.5 and 42.2); with an f32 precision hint and the batch axis
+  fixed at 1 it takes 36.0 and 30.9 ms: int8 1.17× its own fp32, 1.31× ONNX Runtime's (an earlier run of the same
+  comparison gave 32.7 and 28.4 ms against 38.9 and 40.5).
 * **image encoder**: static QDQ of the convolutions but depthwise ones (group > 1), calibrated on scenes and
   object crops as the server preprocesses them; MatMul/Gemm (attention, projection) stay fp32. Depthwise
   convolutions stay fp32: they are memory bound, gain nothing from int8 and quantizing them cost most of the

@@ -1,7 +1,8 @@
 """A partial `_update` of an image document (a tag, a metadata field) keeps its vectors, and why the vectors stay in
 `_source`: OpenSearch 2.19 rebuilds an updated document from `_source`, so a vector excluded from it is lost.
-The k-NN plugin's derived source (`index.derived_source`) is the safe way out for the global vector: it is kept in
-the vector index only and put back whenever the document is read, by a GET, a search or the update itself.
+The k-NN plugin's derived source (`index.derived_source`) is the safe way out: the vectors (the nested object ones
+too) are kept in the vector index only and put back whenever the document is read, by a GET, a search or the update
+itself.
 
 Measured here against the real cluster, because the index's size depends on it: dropping the vectors from `_source`
 would save about half of each document (bench --only bytes), and these tests say which way of doing it is safe.
@@ -103,22 +104,30 @@ def test_derived_source_keeps_the_global_vector_out_of_source_through_updates_an
                 for i in range(3)}
         for doc_id, doc in docs.items():
             os_client.index(index=index, id=doc_id, body=doc, refresh=True)
-        os_client.update(index=index, id="d1", body={"doc": {"tags": ["after"], "metadata": {"album": "x"}}},
-                         refresh=True)
+        # and one analyzed by the ingest pipeline, as the images index writes its documents
+        os_client.index(index=index, id="analyzed", refresh=True, request_timeout=300,
+                        pipeline=stack_settings.index.ingest_pipeline,
+                        body={"image_id": "analyzed", "image_b64": _jpeg_b64(), "tags": ["before"]})
+        docs["analyzed"] = os_client.get(index=index, id="analyzed")["_source"]
+        assert len(docs["analyzed"]["global_image_embedding"]) == dim and docs["analyzed"]["detected_objects"]
+        for doc_id in ("d1", "analyzed"):
+            os_client.update(index=index, id=doc_id, body={"doc": {"tags": ["after"], "metadata": {"album": "x"}}},
+                             refresh=True)
         os_client.indices.forcemerge(index=index, max_num_segments=1)  # a merge rewrites where vectors live
         os_client.indices.refresh(index=index)
 
         for doc_id, doc in docs.items():
             got = os_client.get(index=index, id=doc_id)["_source"]
             assert got["global_image_embedding"] == pytest.approx(doc["global_image_embedding"], abs=1e-6)
-            assert got["detected_objects"][0]["object_embedding"] == pytest.approx(
-                doc["detected_objects"][0]["object_embedding"], abs=1e-6)
+            for found, sent in zip(got["detected_objects"], doc["detected_objects"], strict=True):
+                assert found["object_embedding"] == pytest.approx(sent["object_embedding"], abs=1e-6)
             assert _found_by_its_vector(os_client, index, doc_id, doc["global_image_embedding"])
-        assert os_client.get(index=index, id="d1")["_source"]["tags"] == ["after"]
-        hidden = {"size": 3, "_source": {"excludes": list(VECTORS)}, "query": {"match_all": {}}}
+        assert os_client.get(index=index, id="analyzed")["_source"]["tags"] == ["after"]
+        hidden = {"size": len(docs), "_source": {"excludes": list(VECTORS)}, "query": {"match_all": {}}}
         for hit in os_client.search(index=index, body=hidden)["hits"]["hits"]:
             assert "global_image_embedding" not in hit["_source"] and "tags" in hit["_source"]
+            assert all("object_embedding" not in o for o in hit["_source"]["detected_objects"])
         exists = {"size": 0, "query": {"exists": {"field": "global_image_embedding"}}}
-        assert os_client.search(index=index, body=exists)["hits"]["total"]["value"] == 3
+        assert os_client.search(index=index, body=exists)["hits"]["total"]["value"] == len(docs)
     finally:
         os_client.indices.delete(index=index, ignore_unavailable=True)
