@@ -22,7 +22,9 @@ with the restart-safe `Cluster.deploy_model`.
 **Replace.** Some changes cannot be made to an existing index: a vector's dimension (a new CLIP variant), its k-NN
 method, engine, space or HNSW parameters, a field's type, the `_source` excludes, a static setting. The diff makes
 them a `replace` step, and `apply` refuses the whole plan (nothing is touched) unless `allow_reindex` is given,
-because a replacement re-indexes documents and refuses writes while it runs. With it:
+because a replacement re-indexes documents and refuses writes while it runs. A change to a *deferred* setting (how
+the index stores what it holds, like the k-NN plugin's derived source) replaces the index only when `allow_reindex`
+is given; otherwise the index keeps its value and the plan says so. With it:
 
 1. *Canary*: one generated image goes through the ingest pipeline (`_simulate`, nothing indexed); if the vectors do
    not have the new dimension (the adapter's Triton still serves the old model) nothing is replaced.
@@ -98,6 +100,10 @@ DYNAMIC_SETTINGS = frozenset({
 # Static settings OpenSearch takes on a closed index, so an existing one takes them in place (closed for a moment)
 # instead of a rebuild: the codec applies to segments written from then on, older ones take it as they merge.
 CLOSED_SETTINGS = frozenset({"index.codec"})
+# Static settings that change only how an index stores what it holds, not what it answers: an existing index keeps
+# its value until it is rebuilt (for another reason, or when the bootstrap may reindex), so an upgrade that changes
+# one does not stop `make up` with a refused replacement.
+DEFERRED_SETTINGS = frozenset({"index.knn.derived_source.enabled"})
 # What an index reports for a setting it was created without (OpenSearch lists only the settings set explicitly): an
 # index made before the template named the setting is not rebuilt for the value it already has.
 SETTING_DEFAULTS = {"index.codec": "default", "index.knn.derived_source.enabled": "false"}
@@ -353,8 +359,11 @@ def _canon(value: Any) -> Any:
 
 
 # --- the diff (pure) -----------------------------------------------------------------------------------------------
-def diff(desired: Desired, observed: Observed) -> Plan:
-    """The steps that take `observed` to `desired`, in the order `apply` must run them. Reads nothing."""
+def diff(desired: Desired, observed: Observed, rebuild_deferred: bool = False) -> Plan:
+    """The steps that take `observed` to `desired`, in the order `apply` must run them. Reads nothing.
+
+    `rebuild_deferred`: a difference in a deferred setting alone replaces the index (else it waits for a rebuild).
+    """
     plan = Plan()
     wanted = {k: v for k, v in desired.cluster_settings.items()
               if _canon(observed.cluster_settings.get(k)) != _canon(v)}
@@ -388,7 +397,7 @@ def diff(desired: Desired, observed: Observed) -> Plan:
 
     for index in desired.indices:
         _template_step(plan, index.name, index.template, observed.index_templates.get(index.name))
-        _index_step(plan, index, observed.indices.get(index.name) or ObservedIndex(index.name))
+        _index_step(plan, index, observed.indices.get(index.name) or ObservedIndex(index.name), rebuild_deferred)
 
     _prune_steps(plan, desired, observed)
     return plan
@@ -457,16 +466,21 @@ def _template_step(plan: Plan, name: str, body: dict, found: dict | None) -> Ste
                          detail="definition changed" if found else "not found", data={"body": stamped}))
 
 
-def _index_step(plan: Plan, want: DesiredIndex, found: ObservedIndex) -> None:
+def _index_step(plan: Plan, want: DesiredIndex, found: ObservedIndex, rebuild_deferred: bool = False) -> None:
     template = want.template["template"]
     body = {"settings": template.get("settings", {}), "mappings": template.get("mappings", {})}
     if found.concrete is None:
         plan.add(Step("index", want.name, "create", detail="not found", data={"index": want.name, "body": body}))
     else:
         replace, mapping_changes = compare_mapping(body["mappings"], found.mapping)
-        static, dynamic = compare_settings(body["settings"], found.settings)
+        static, dynamic, deferred = compare_settings(body["settings"], found.settings)
         replace += static
+        if replace or rebuild_deferred:  # a new version takes the template's values anyway
+            replace += deferred
+            deferred = []
         where = f" (alias of {found.concrete})" if found.via_alias else ""
+        if deferred:
+            where += f" (keeps {'; '.join(deferred)} until it is rebuilt: bootstrap --allow-reindex)"
         if replace and not found.closed:
             plan.add(_replace_step(want, found, body, replace))
         elif mapping_changes or dynamic or found.closed:
@@ -584,10 +598,11 @@ def flatten_settings(settings: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def compare_settings(want: dict, have_flat: dict) -> tuple[list[str], dict[str, Any]]:
-    """(reasons to replace: static settings that differ, {setting: value} to put in place)."""
+def compare_settings(want: dict, have_flat: dict) -> tuple[list[str], dict[str, Any], list[str]]:
+    """(reasons to replace: static settings that differ, {setting: value} to put in place, deferred differences)."""
     replace: list[str] = []
     inplace: dict[str, Any] = {}
+    deferred: list[str] = []
     for key, value in flatten_settings(want).items():
         key = key if key.startswith("index.") else f"index.{key}"
         have = have_flat.get(key, SETTING_DEFAULTS.get(key))
@@ -595,10 +610,10 @@ def compare_settings(want: dict, have_flat: dict) -> tuple[list[str], dict[str, 
             if key in DYNAMIC_SETTINGS or key in CLOSED_SETTINGS:
                 inplace[key] = value
             else:
-                replace.append(f"setting {key} {have} → {_canon(value)}")
+                (deferred if key in DEFERRED_SETTINGS else replace).append(f"setting {key} {have} → {_canon(value)}")
     if _canon(have_flat.get("index.blocks.write")) == "true":
         inplace["index.blocks.write"] = None  # left by a replacement that was interrupted: the index serves again
-    return replace, inplace
+    return replace, inplace, deferred
 
 
 def _prune_steps(plan: Plan, desired: Desired, observed: Observed) -> None:
@@ -929,7 +944,8 @@ class Reconciler:
         self.say = say
 
     def plan(self, clip: ClipFacts) -> Plan:
-        return diff(desired_mod.desired_state(self.settings, clip), observe(self.cluster, self.settings))
+        return diff(desired_mod.desired_state(self.settings, clip), observe(self.cluster, self.settings),
+                    rebuild_deferred=self.allow_reindex)
 
     def run(self, clip: ClipFacts) -> Plan:
         plan = self.plan(clip)

@@ -554,19 +554,28 @@ def test_codec_change_is_made_in_place_on_the_closed_index(settings: Settings):
     assert not plan_for(cluster, renamed(settings, codec=other)).changes
 
 
-def test_derived_source_is_left_alone_on_an_index_made_before_it_and_turning_it_on_rebuilds(settings: Settings):
-    """An index created before the template named `index.knn.derived_source.enabled` reports no such setting; its
-    value is OpenSearch's default (off), so upgrading the product does not rebuild it. Turning it on is a replacement
-    (static, and the vectors already in `_source` would stay there)."""
+def test_derived_source_waits_for_a_rebuild_an_admin_allows(settings: Settings):
+    """An index created before the template named `index.knn.derived_source.enabled` reports no such setting (its
+    value is OpenSearch's default, off). A product upgrade that turns it on must not stop `make up` with a refused
+    replacement: the index keeps its value, the plan says so, and `--allow-reindex` rebuilds it with the new one."""
     cluster = MemoryCluster()
     bootstrap(cluster, renamed(settings, derived_source=False))
     name = settings.index.name
     index_corpus(cluster, name)
     del cluster.indices[name]["settings"]["index.knn.derived_source.enabled"]  # as an older bootstrap left it
+    cluster.calls.clear()
 
     assert get_step(plan_for(cluster, renamed(settings, derived_source=False)), "index", name).action == "unchanged"
-    plan = plan_for(cluster, renamed(settings, derived_source=True))
+    wanted = renamed(settings, derived_source=True)
+    plan = plan_for(cluster, wanted)
     step = get_step(plan, "index", name)
+    assert step.action == "unchanged" and not plan.replacements
+    assert "keeps setting index.knn.derived_source.enabled false → true until it is rebuilt" in step.detail
+    run_apply(plan, cluster)
+    assert writes(cluster) == ["put_index_template"], "the index itself is left alone"
+
+    rebuild = diff(desired_state(wanted, S2), observe(as_cluster(cluster), wanted), rebuild_deferred=True)
+    step = get_step(rebuild, "index", name)
     assert step.action == "replace" and "setting index.knn.derived_source.enabled false → true" in step.detail
 
 
