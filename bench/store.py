@@ -13,9 +13,9 @@ Variants, each its own index, loaded (bulk, refresh off), force-merged to one se
   writes them (`common.vectors.wire_floats`: the fewest digits that give back the same float32, ~10 characters);
 * `long floats`: the vectors as the adapter wrote them before, float32 printed as float64 (~19 characters a number;
   the indexed float32 values are identical);
-* `no vectors in _source`: `_source.excludes` on both vector fields. **Not safe on 2.19**: a partial `_update`
-  rebuilds the document from `_source` and drops the vectors (tests/integration/test_update_keeps_vectors.py);
-  shown to size what it would save;
+* `no vectors in _source`: `_source.excludes` on both vector fields (derived source off). **Not safe on 2.19**: a
+  partial `_update` rebuilds the document from `_source` and drops the vectors
+  (tests/integration/test_update_keeps_vectors.py); shown to size what it would save;
 * `other codec`: the stored fields (`_source`, `_id`) in the codec the config does not choose (`default` = LZ4,
   `best_compression` = DEFLATE): DEFLATE stores fewer bytes, LZ4 reads a hit's stored fields without inflating a
   DEFLATE block, which the knn p50 (ten hits, `_source: false`; `_id` is still read) shows;
@@ -108,8 +108,9 @@ def variant_body(ctx: Context, variant: str) -> dict[str, Any]:
         index["codec"] = next(c for c in CODECS if c != index.get("codec", "default"))
     if variant == "other derived source":
         index[DERIVED_SOURCE] = not _enabled(index.get(DERIVED_SOURCE))
-    if variant == "no vectors in _source":
+    if variant == "no vectors in _source":  # by the mapping's excludes, not derived
         mappings["_source"]["excludes"] = [*mappings["_source"].get("excludes", []), *VECTOR_FIELDS]
+        index[DERIVED_SOURCE] = False
     if variant == "sq encoder":
         props = mappings["properties"]
         for field in (props["global_image_embedding"], props["detected_objects"]["properties"]["object_embedding"]):
@@ -118,7 +119,7 @@ def variant_body(ctx: Context, variant: str) -> dict[str, Any]:
 
 
 def stored_fields(body: dict[str, Any]) -> dict[str, Any]:
-    """How a variant's index keeps its `_source`: the codec, and whether the global vector is derived."""
+    """How a variant's index keeps its `_source`: the codec, and whether its vectors are derived."""
     index = body["settings"]["index"]
     return {"codec": index.get("codec"), "derived_source": _enabled(index.get(DERIVED_SOURCE))}
 
