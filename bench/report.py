@@ -206,10 +206,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["## Query cache (repeated queries through OpenSearch)", "",
                   f"{cached['documents']} generated documents (bench/cache.py) in the images template as shipped and "
                   f"with the other stored-fields codec or derived source; {cached['hits']} hits per query, their "
-                  "`_source` without "
-                  "vectors, or `size: 0` (embedding and k-NN only, no hit read). Cold = texts never sent before "
-                  f"(cache misses); repeated = one text sent again; mix: {round(cached['repeat_share'] * 100)} % "
-                  f"repeats. Cache after the stage: {c.get('entries')} entries, "
+                  "`_source` without vectors, or `size: 0` (embedding and k-NN only, no hit read). Cold = texts "
+                  "never sent before (cache misses); repeated = one text sent again; mix: "
+                  f"{round(cached['repeat_share'] * 100)} % repeats; each index warmed first by "
+                  f"{cached.get('warmed', 0)} untimed queries. Cache after the stage: {c.get('entries')} entries, "
                   f"{round((c.get('bytes') or 0) / 1024, 1)} KiB, {c.get('hits')} hits, {c.get('misses')} misses.", ""]
         rows, concurrency = [], cached["variants"][0]["mix"]["concurrency"]
         for v in cached["variants"]:
