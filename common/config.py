@@ -245,9 +245,9 @@ class IndexSettings(_Section):
     codec: Codec = "default"
     # The k-NN plugin's derived source: the vectors (global and per object) are kept in the vector index only and
     # put back into `_source` when a document is read, so the store is smaller (0.7x) and a hit is cheaper to read,
-    # while a partial `_update` still keeps them. The plugin calls it experimental in 2.19; its later versions keep
-    # reading 2.19's format (a restart-upgrade test of theirs). Static and deferred: an existing index keeps its
-    # value until it is rebuilt (`bootstrap --allow-reindex`).
+    # while a partial `_update` still keeps them. The plugin calls it experimental in 2.19; its later versions still
+    # carry 2.19's derived-source codec. Static and deferred: an existing index keeps its value until it is rebuilt
+    # (`bootstrap --allow-reindex`).
     derived_source: bool = True
     # hybrid queries: lexical and neural scores, min-max normalized, combined with these weights (sum 1)
     hybrid_weights: tuple[float, float] = (0.3, 0.7)
