@@ -105,8 +105,9 @@ def measure(ctx: Context, index: str, rng: random.Random, repeats: int, mix: int
 
 
 def warm(ctx: Context, index: str, rng: random.Random, queries: int, concurrency: int) -> None:
-    """An untimed mix first: right after `make up` OpenSearch's JIT is cold, and whichever index was measured first
-    paid for it (the same variant measured 20-40 % slower first than after the others)."""
+    """An untimed mix first: right after `make up` OpenSearch's JIT is cold, and whichever index is measured first
+    pays for it (in a run right after `make up`, the index measured first gave 152.5 q/s; the same variant 206.8 in
+    runs on a warm node, bench/results/20261130T020431 vs T012526)."""
     texts = [cold_text(rng) for _ in range(10)]
     Searcher(ctx, index, HITS).mix([rng.choice(texts) for _ in range(queries)], concurrency)
 

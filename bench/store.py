@@ -41,6 +41,7 @@ import numpy as np
 
 from bench.context import Context, create_index, delete_index, index_template_body
 from bench.recall import clustered_vectors
+from bootstrap import reconcile
 from client.queries import knn_options
 from common.config import CODECS
 from common.vectors import wire_floats
@@ -52,7 +53,7 @@ VECTOR_FIELDS = ("global_image_embedding", "detected_objects.object_embedding")
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 TAGS = ("holiday", "garden", "work", "family", "night", "city", "beach", "snow")
 VARIANTS = ("template", "long floats", "no vectors in _source", "other codec", "other derived source", "sq encoder")
-DERIVED_SOURCE = "knn.derived_source.enabled"
+DERIVED_SOURCE = reconcile.DERIVED_SOURCE.removeprefix("index.")  # as bench.context's flat index settings name it
 
 
 def _long(v: np.ndarray) -> list[float]:

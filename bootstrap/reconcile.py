@@ -103,10 +103,11 @@ CLOSED_SETTINGS = frozenset({"index.codec"})
 # Static settings that change only how an index stores what it holds, not what it answers: an existing index keeps
 # its value until it is rebuilt (for another reason, or when the bootstrap may reindex), so an upgrade that changes
 # one does not stop `make up` with a refused replacement.
-DEFERRED_SETTINGS = frozenset({"index.knn.derived_source.enabled"})
+DERIVED_SOURCE = "index.knn.derived_source.enabled"  # the k-NN plugin's derived source (config: index.derived_source)
+DEFERRED_SETTINGS = frozenset({DERIVED_SOURCE})
 # What an index reports for a setting it was created without (OpenSearch lists only the settings set explicitly): an
 # index made before the template named the setting is not rebuilt for the value it already has.
-SETTING_DEFAULTS = {"index.codec": "default", "index.knn.derived_source.enabled": "false"}
+SETTING_DEFAULTS = {"index.codec": "default", DERIVED_SOURCE: "false"}
 # OpenSearch sets this on a closed index and drops it when it reopens.
 _CLOSED_FLAG = "index.verified_before_close"
 _STRIP_ANALYSIS = "for (String f : params.fields) { ctx._source.remove(f); }"

@@ -93,8 +93,8 @@ def test_vectors_excluded_from_source_are_lost_by_a_partial_update(bootstrapped,
         os_client.indices.delete(index=index, ignore_unavailable=True)
 
 
-def test_derived_source_keeps_the_global_vector_out_of_source_through_updates_and_merges(bootstrapped, os_client,
-                                                                                         stack_settings):
+def test_derived_source_keeps_the_vectors_out_of_source_through_updates_and_merges(bootstrapped, os_client,
+                                                                                  stack_settings):
     index = "vectors-derived-source-probe"
     mappings = _probe_index(os_client, stack_settings, index, derived=True)
     dim = mappings["properties"]["global_image_embedding"]["dimension"]
