@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from bench.context import Context, create_index, delete_index
+from bench.context import Context, create_index, delete_index, store_bytes
 from bench.images import BenchImage
 from bench.stats import summary
 from common.contract import THUMBNAIL_FIELD
@@ -64,8 +64,7 @@ def _store_bytes(ctx: Context, index: str, documents: list[dict[str, Any]]) -> i
         raise RuntimeError(f"bulk into {index} failed: {str(response)[:500]}")
     ctx.request("POST", f"/{index}/_forcemerge", params={"max_num_segments": "1"})
     ctx.request("POST", f"/{index}/_refresh")
-    stats = ctx.request("GET", f"/{index}/_stats/store")
-    return int(stats["indices"][index]["primaries"]["store"]["size_in_bytes"])
+    return store_bytes(ctx, index)
 
 
 def run(ctx: Context, images: list[BenchImage], tag: str, progress: Callable[[], None] = lambda: None
