@@ -22,9 +22,10 @@ with the restart-safe `Cluster.deploy_model`.
 **Replace.** Some changes cannot be made to an existing index: a vector's dimension (a new CLIP variant), its k-NN
 method, engine, space or HNSW parameters, a field's type, the `_source` excludes, a static setting. The diff makes
 them a `replace` step, and `apply` refuses the whole plan (nothing is touched) unless `allow_reindex` is given,
-because a replacement re-indexes documents and refuses writes while it runs. A change to a *deferred* setting (how
-the index stores what it holds, like the k-NN plugin's derived source) replaces the index only when `allow_reindex`
-is given; otherwise the index keeps its value and the plan says so. With it:
+because a replacement re-indexes documents and refuses writes while it runs. A change to a *deferred* setting or mapping
+parameter (how the index stores what it holds: the k-NN plugin's derived source, the vectors' doc values, the
+recovery source) replaces the index only when `allow_reindex` is given; otherwise the index keeps its value and the
+plan says so. With it:
 
 1. *Canary*: one generated image goes through the ingest pipeline (`_simulate`, nothing indexed); if the vectors do
    not have the new dimension (the adapter's Triton still serves the old model) nothing is replaced.
@@ -108,6 +109,10 @@ DEFERRED_SETTINGS = frozenset({DERIVED_SOURCE})
 # What an index reports for a setting it was created without (OpenSearch lists only the settings set explicitly): an
 # index made before the template named the setting is not rebuilt for the value it already has.
 SETTING_DEFAULTS = {"index.codec": "default", DERIVED_SOURCE: "false"}
+# The same for mapping parameters, with the value an index created without them has: `_source` parameters, and
+# parameters of a knn_vector field.
+DEFERRED_SOURCE_PARAMETERS = {"recovery_source_enabled": True}
+DEFERRED_VECTOR_PARAMETERS = {"doc_values": True}
 # OpenSearch sets this on a closed index and drops it when it reopens.
 _CLOSED_FLAG = "index.verified_before_close"
 _STRIP_ANALYSIS = "for (String f : params.fields) { ctx._source.remove(f); }"
@@ -473,9 +478,10 @@ def _index_step(plan: Plan, want: DesiredIndex, found: ObservedIndex, rebuild_de
     if found.concrete is None:
         plan.add(Step("index", want.name, "create", detail="not found", data={"index": want.name, "body": body}))
     else:
-        replace, mapping_changes = compare_mapping(body["mappings"], found.mapping)
+        mapping_diff = compare_mapping(body["mappings"], found.mapping)
         static, dynamic, deferred = compare_settings(body["settings"], found.settings)
-        replace += static
+        replace, mapping_changes = mapping_diff.replace + static, mapping_diff.inplace
+        deferred += mapping_diff.deferred
         if replace or rebuild_deferred:  # a new version takes the template's values anyway
             replace += deferred
             deferred = []
@@ -491,7 +497,7 @@ def _index_step(plan: Plan, want: DesiredIndex, found: ObservedIndex, rebuild_de
                 why += f"; bootstrap again for: {'; '.join(replace)}" if replace else ""
             elif CLOSED_SETTINGS & dynamic.keys():
                 why += " (closed for a moment: searches and writes to it fail until it reopens)"
-            mapping = {k: v for k, v in body["mappings"].items() if k != "_source"} if mapping_changes else None
+            mapping = _in_place_mapping(body["mappings"], found.mapping) if mapping_changes else None
             plan.add(Step("index", want.name, "update", detail=f"in place{where}: {why}",
                           data={"index": found.concrete, "settings": dynamic, "mapping": mapping,
                                 "reopen": found.closed}))
@@ -525,67 +531,102 @@ def _replace_step(want: DesiredIndex, found: ObservedIndex, body: dict, reasons:
         "dead_letter": want.dead_letter, "reasons": reasons})
 
 
-def compare_mapping(want: dict, have: dict) -> tuple[list[str], list[str]]:
-    """(reasons the index must be replaced, changes it can take in place with a put-mapping)."""
-    replace: list[str] = []
-    inplace: list[str] = []
-    want_excludes = sorted(want.get("_source", {}).get("excludes", []))
-    have_excludes = sorted(have.get("_source", {}).get("excludes", []))
+@dataclass
+class MappingDiff:
+    """How a wanted mapping differs from an index's: what needs a new index, what a put-mapping does, and what waits
+    for a rebuild (DEFERRED_SOURCE_PARAMETERS, DEFERRED_VECTOR_PARAMETERS)."""
+
+    replace: list[str] = field(default_factory=list)
+    inplace: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+
+
+def compare_mapping(want: dict, have: dict) -> MappingDiff:
+    out = MappingDiff()
+    want_source, have_source = want.get("_source", {}), have.get("_source", {})
+    want_excludes, have_excludes = sorted(want_source.get("excludes", [])), sorted(have_source.get("excludes", []))
     if want_excludes != have_excludes:
-        replace.append(f"_source excludes {have_excludes} → {want_excludes}")
+        out.replace.append(f"_source excludes {have_excludes} → {want_excludes}")
+    _compare_deferred("_source", want_source, have_source, DEFERRED_SOURCE_PARAMETERS, out)
     if _canon(want.get("dynamic_templates", [])) != _canon(have.get("dynamic_templates", [])):
-        inplace.append("dynamic templates")
+        out.inplace.append("dynamic templates")
     if "dynamic" in want and _canon(want["dynamic"]) != _canon(have.get("dynamic", True)):
-        inplace.append("dynamic")
-    _compare_properties(want.get("properties", {}), have.get("properties", {}), "", replace, inplace)
-    return replace, inplace
+        out.inplace.append("dynamic")
+    _compare_properties(want.get("properties", {}), have.get("properties", {}), "", out)
+    return out
+
+
+def _compare_deferred(path: str, w: dict, h: dict, defaults: dict[str, Any], out: MappingDiff) -> None:
+    for key, default in defaults.items():
+        if key in w and _canon(w[key]) != _canon(h.get(key, default)):
+            out.deferred.append(f"{path} {key} {_canon(h.get(key, default))} → {_canon(w[key])}")
 
 
 def _field_type(definition: dict) -> str:
     return definition.get("type", "object")
 
 
-def _compare_properties(want: dict, have: dict, prefix: str, replace: list[str], inplace: list[str]) -> None:
+def _compare_properties(want: dict, have: dict, prefix: str, out: MappingDiff) -> None:
     for name, w in want.items():
         path = f"{prefix}{name}"
         h = have.get(name)
         if h is None:
-            inplace.append(f"new field {path}")
+            out.inplace.append(f"new field {path}")
         else:
-            _compare_field(path, w, h, replace, inplace)
+            _compare_field(path, w, h, out)
 
 
-def _compare_field(path: str, w: dict, h: dict, replace: list[str], inplace: list[str]) -> None:
+def _compare_field(path: str, w: dict, h: dict, out: MappingDiff) -> None:
     if _field_type(w) != _field_type(h):
-        replace.append(f"{path}: type {_field_type(h)} → {_field_type(w)}")
+        out.replace.append(f"{path}: type {_field_type(h)} → {_field_type(w)}")
         return
     if _field_type(w) == "knn_vector":
         if _canon(w.get("dimension")) != _canon(h.get("dimension")):
-            replace.append(f"{path}: dimension {h.get('dimension')} → {w.get('dimension')}")
+            out.replace.append(f"{path}: dimension {h.get('dimension')} → {w.get('dimension')}")
         wm, hm = w.get("method", {}), h.get("method", {})
         for key in ("name", "engine", "space_type"):
             if _canon(wm.get(key)) != _canon(hm.get(key)):
-                replace.append(f"{path}: k-NN {key} {hm.get(key)} → {wm.get(key)}")
+                out.replace.append(f"{path}: k-NN {key} {hm.get(key)} → {wm.get(key)}")
         if _canon(wm.get("parameters", {})) != _canon(hm.get("parameters", {})):
-            replace.append(f"{path}: HNSW parameters {hm.get('parameters', {})} → {wm.get('parameters', {})}")
-        for key in sorted(set(w) - {"type", "dimension", "method"}):
+            out.replace.append(f"{path}: HNSW parameters {hm.get('parameters', {})} → {wm.get('parameters', {})}")
+        _compare_deferred(f"{path}:", w, h, DEFERRED_VECTOR_PARAMETERS, out)
+        for key in sorted(set(w) - {"type", "dimension", "method", *DEFERRED_VECTOR_PARAMETERS}):
             if _canon(w[key]) != _canon(h.get(key)):
-                replace.append(f"{path}: {key} {h.get(key)} → {w[key]}")
+                out.replace.append(f"{path}: {key} {h.get(key)} → {w[key]}")
         return
     if _field_type(w) in ("object", "nested"):
         if _canon(w.get("enabled", True)) != _canon(h.get("enabled", True)):
-            replace.append(f"{path}: enabled {h.get('enabled', True)} → {w.get('enabled', True)}")
-        _compare_properties(w.get("properties", {}), h.get("properties", {}), f"{path}.", replace, inplace)
+            out.replace.append(f"{path}: enabled {h.get('enabled', True)} → {w.get('enabled', True)}")
+        _compare_properties(w.get("properties", {}), h.get("properties", {}), f"{path}.", out)
         return
     for key in sorted(set(w) - {"type", "fields"}):
         if _canon(w[key]) != _canon(h.get(key)):
-            (inplace if key == "ignore_above" else replace).append(f"{path}: {key} {h.get(key)} → {w[key]}")
+            (out.inplace if key == "ignore_above" else out.replace).append(f"{path}: {key} {h.get(key)} → {w[key]}")
     for sub, sw in w.get("fields", {}).items():
         sh = h.get("fields", {}).get(sub)
         if sh is None:
-            inplace.append(f"new multi-field {path}.{sub}")
+            out.inplace.append(f"new multi-field {path}.{sub}")
         else:
-            _compare_field(f"{path}.{sub}", sw, sh, replace, inplace)
+            _compare_field(f"{path}.{sub}", sw, sh, out)
+
+
+def _in_place_mapping(want: dict, have: dict) -> dict:
+    """The put-mapping body for an in-place change: the wanted mapping without `_source` (fixed at creation), its
+    knn_vector fields keeping the deferred parameters the index has (OpenSearch refuses to change them on it)."""
+    return {"properties": _keep_deferred(want.get("properties", {}), have.get("properties", {})),
+            **{k: v for k, v in want.items() if k not in ("_source", "properties")}}
+
+
+def _keep_deferred(want: dict, have: dict) -> dict:
+    kept = {}
+    for name, w in want.items():
+        h = have.get(name, {})
+        if _field_type(w) == "knn_vector" and h:
+            w = {**w, **{k: h.get(k, default) for k, default in DEFERRED_VECTOR_PARAMETERS.items()}}
+        elif "properties" in w:
+            w = {**w, "properties": _keep_deferred(w["properties"], h.get("properties", {}))}
+        kept[name] = w
+    return kept
 
 
 def flatten_settings(settings: dict, prefix: str = "") -> dict[str, Any]:

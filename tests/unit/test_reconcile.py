@@ -20,6 +20,7 @@ import pytest
 from bootstrap.desired import MANAGED, desired_state
 from bootstrap.opensearch_api import Cluster, ClusterError
 from bootstrap.reconcile import (
+    MappingDiff,
     Plan,
     Reconciler,
     ReplaceRefused,
@@ -281,6 +282,7 @@ class MemoryCluster:
     def put_mapping(self, index: str, body: dict) -> None:
         self._write("put_mapping", index)
         mapping = self.indices[index]["mappings"]
+        _refuse_doc_values_change(body.get("properties", {}), mapping.get("properties", {}))
         for key, value in body.items():
             if key == "properties":
                 mapping.setdefault("properties", {}).update(copy.deepcopy(value))
@@ -395,6 +397,16 @@ def settings() -> Settings:
 def as_cluster(memory: MemoryCluster) -> Cluster:
     """The memory cluster where a `Cluster` is expected: it has every method the reconciler calls."""
     return cast(Cluster, memory)
+
+
+def _refuse_doc_values_change(want: dict, have: dict) -> None:
+    """As OpenSearch: a put-mapping may not change a knn_vector field's doc values (absent means on)."""
+    for name, field in want.items():
+        found = have.get(name, {})
+        changed = field.get("doc_values", True) != found.get("doc_values", True)
+        if field.get("type") == "knn_vector" and found and changed:
+            raise ClusterError(f"Cannot update parameter [doc_values] of [{name}]", 400)
+        _refuse_doc_values_change(field.get("properties", {}), found.get("properties", {}))
 
 
 def plan_for(cluster: MemoryCluster, settings: Settings, clip: ClipFacts = S2) -> Plan:
@@ -579,6 +591,38 @@ def test_derived_source_waits_for_a_rebuild_an_admin_allows(settings: Settings):
     assert step.action == "replace" and "setting index.knn.derived_source.enabled false → true" in step.detail
 
 
+def test_storage_mapping_parameters_wait_for_a_rebuild_and_in_place_changes_keep_them(settings: Settings):
+    """An index made before the template turned off the vectors' doc values and the recovery source reports neither
+    (OpenSearch's defaults: both on). Like a deferred setting, it keeps them until a rebuild an admin allows; a
+    put-mapping for another change (here a field the older template lacked) carries the index's own doc values, which
+    OpenSearch refuses to change on it."""
+    cluster = MemoryCluster()
+    bootstrap(cluster, settings)
+    name = settings.index.name
+    index_corpus(cluster, name)
+    mapping = cluster.indices[name]["mappings"]
+    del mapping["_source"]["recovery_source_enabled"]
+    props = mapping["properties"]
+    for vector in (props["global_image_embedding"], props["detected_objects"]["properties"]["object_embedding"]):
+        del vector["doc_values"]
+    del props["caption"]
+    cluster.calls.clear()
+
+    plan = plan_for(cluster, settings)
+    step = get_step(plan, "index", name)
+    assert step.action == "update" and not plan.replacements, plan.lines()
+    assert ("keeps _source recovery_source_enabled true → false; global_image_embedding: doc_values true → false; "
+            "detected_objects.object_embedding: doc_values true → false until it is rebuilt") in step.detail
+    run_apply(plan, cluster)
+    assert writes(cluster) == ["put_mapping"]
+    props = cluster.indices[name]["mappings"]["properties"]
+    assert "caption" in props and props["global_image_embedding"]["doc_values"] is True
+
+    rebuild = diff(desired_state(settings, S2), observe(as_cluster(cluster), settings), rebuild_deferred=True)
+    step = get_step(rebuild, "index", name)
+    assert step.action == "replace" and "global_image_embedding: doc_values true → false" in step.detail
+
+
 def test_index_left_closed_by_an_interrupted_change_is_reopened(settings: Settings):
     """A bootstrap killed between close and open leaves the index closed (it answers no count, no search): the next
     one reopens it, with the codec it wants, instead of failing on it."""
@@ -755,25 +799,25 @@ def test_mapping_comparison():
                 "method": {"name": "hnsw", "engine": "lucene", "space_type": "cosinesimil",
                            "parameters": {"m": 16, "ef_construction": 512}}},
         "objects": {"type": "nested", "properties": {"label": {"type": "keyword"}}}}}
-    assert compare_mapping(base, copy.deepcopy(base)) == ([], [])
+    assert compare_mapping(base, copy.deepcopy(base)) == MappingDiff()
     # what the cluster returns may spell numbers and booleans as text
     spelled = copy.deepcopy(base)
     spelled["properties"]["vec"]["dimension"] = "512"
-    assert compare_mapping(base, spelled) == ([], [])
+    assert compare_mapping(base, spelled) == MappingDiff()
 
     want = copy.deepcopy(base)
     want["properties"]["name"]["ignore_above"] = 4096
     want["properties"]["extra"] = {"type": "integer"}
     want["properties"]["objects"]["properties"]["score"] = {"type": "float"}
-    replace, inplace = compare_mapping(want, base)
-    assert replace == [] and set(inplace) == {"name: ignore_above 2048 → 4096", "new field extra",
-                                              "new field objects.score"}
+    found = compare_mapping(want, base)
+    assert found.replace == found.deferred == []
+    assert set(found.inplace) == {"name: ignore_above 2048 → 4096", "new field extra", "new field objects.score"}
 
     want = copy.deepcopy(base)
     want["_source"]["excludes"].append("*b64*")
     want["properties"]["name"]["type"] = "text"
     want["properties"]["vec"]["method"]["engine"] = "faiss"
     want["properties"]["objects"]["properties"]["label"]["type"] = "integer"
-    replace, _ = compare_mapping(want, base)
+    replace = compare_mapping(want, base).replace
     assert len(replace) == 4 and "name: type keyword → text" in replace
     assert "vec: k-NN engine lucene → faiss" in replace and "objects.label: type keyword → integer" in replace
