@@ -13,9 +13,11 @@ Variants, each its own index, loaded (bulk, refresh off), force-merged to one se
   writes them (`common.vectors.wire_floats`: the fewest digits that give back the same float32, ~10 characters);
 * `long floats`: the vectors as the adapter wrote them before, float32 printed as float64 (~19 characters a number;
   the indexed float32 values are identical);
-* `no vectors in _source`: `_source.excludes` on both vector fields (derived source off). **Not safe on 2.19**: a
-  partial `_update` rebuilds the document from `_source` and drops the vectors
-  (tests/integration/test_update_keeps_vectors.py); shown to size what it would save;
+* `vector doc values`: the vector fields with doc values, OpenSearch's default: a second copy of every vector,
+  which only score scripts read (the template turns them off);
+* `recovery source`: `_recovery_source` kept, OpenSearch's default beside a `_source` with excludes: the whole
+  original document, vectors included, until a merge after the shard's history retention drops it (the template
+  turns it off; replica recovery then reads `_source`);
 * `other codec`: the stored fields (`_source`, `_id`) in the codec the config does not choose (`default` = LZ4,
   `best_compression` = DEFLATE): DEFLATE stores fewer bytes, LZ4 reads a hit's stored fields without inflating a
   DEFLATE block, which the knn p50 (ten hits, `_source: false`; `_id` is still read) shows;
@@ -49,10 +51,10 @@ from common.vectors import wire_floats
 BULK_DOCS = 500
 QUERIES = 100
 K = 10
-VECTOR_FIELDS = ("global_image_embedding", "detected_objects.object_embedding")
 CLASSES = ("circle", "square", "triangle", "star", "cross")
 TAGS = ("holiday", "garden", "work", "family", "night", "city", "beach", "snow")
-VARIANTS = ("template", "long floats", "no vectors in _source", "other codec", "other derived source", "sq encoder")
+VARIANTS = ("template", "long floats", "vector doc values", "recovery source", "other codec", "other derived source",
+            "sq encoder")
 DERIVED_SOURCE = reconcile.DERIVED_SOURCE.removeprefix("index.")  # as bench.context's flat index settings name it
 
 
@@ -109,14 +111,20 @@ def variant_body(ctx: Context, variant: str) -> dict[str, Any]:
         index["codec"] = next(c for c in CODECS if c != index.get("codec", "default"))
     if variant == "other derived source":
         index[DERIVED_SOURCE] = not _enabled(index.get(DERIVED_SOURCE))
-    if variant == "no vectors in _source":  # by the mapping's excludes, not derived
-        mappings["_source"]["excludes"] = [*mappings["_source"].get("excludes", []), *VECTOR_FIELDS]
-        index[DERIVED_SOURCE] = False
+    if variant == "vector doc values":
+        for field in _vector_fields(mappings):
+            field["doc_values"] = True
+    if variant == "recovery source":
+        mappings["_source"]["recovery_source_enabled"] = True
     if variant == "sq encoder":
-        props = mappings["properties"]
-        for field in (props["global_image_embedding"], props["detected_objects"]["properties"]["object_embedding"]):
+        for field in _vector_fields(mappings):
             field["method"]["parameters"]["encoder"] = {"name": "sq"}
     return body
+
+
+def _vector_fields(mappings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    props = mappings["properties"]
+    return props["global_image_embedding"], props["detected_objects"]["properties"]["object_embedding"]
 
 
 def stored_fields(body: dict[str, Any]) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class ClusterStack:
     adapter: AdapterProcess
     admin: OpenSearch
     cluster: Cluster
+    dimension: int  # of the served CLIP's vectors
 
     def health(self) -> dict[str, Any]:
         return dict(self.admin.cluster.health())
@@ -66,6 +67,22 @@ class ClusterStack:
         whose loss the cluster must absorb without a re-election."""
         manager = self.admin.cat.cluster_manager(format="json")[0]["node"]
         return next(n for n in self.nodes[1:] if n.node_name != manager)
+
+
+def _shard_copies(stack: ClusterStack, ids: list[str]) -> dict[str, list[dict[str, dict]]]:
+    """What every started copy of each shard holds of `ids`: {shard: [{id: vectors of the document}, ...]}, read
+    from that copy alone. The vectors come back through the k-NN plugin's derived source, so a copy that indexed a
+    document without them shows it."""
+    index = stack.settings.index.name
+    copies: dict[str, list[dict[str, dict]]] = {}
+    for row in stack.admin.cat.shards(index=index, format="json"):
+        assert row["state"] == "STARTED", row
+        body = {"size": len(ids), "query": {"ids": {"values": ids}},
+                "_source": ["global_image_embedding", "detected_objects.object_embedding"]}
+        hits = stack.admin.search(index=index, body=body,
+                                  preference=f"_shards:{row['shard']}|_only_nodes:{row['node']}")["hits"]["hits"]
+        copies.setdefault(row["shard"], []).append({hit["_id"]: hit["_source"] for hit in hits})
+    return copies
 
 
 def _wait_green(admin: OpenSearch, nodes: int, timeout_s: float = 300) -> float:
@@ -97,7 +114,7 @@ def stack(triton_server, second_triton, clip_facts: ClipFacts,
         adapter.start()
         cluster = Cluster(admin, settings.opensearch.url)
         Reconciler(cluster, settings).run(clip_facts)
-        yield ClusterStack(settings, nodes, adapter, admin, cluster)
+        yield ClusterStack(settings, nodes, adapter, admin, cluster, clip_facts.embedding_dim)
     finally:
         adapter.stop()
         for node in reversed(nodes):
@@ -173,6 +190,21 @@ def test_a_node_killed_mid_bulk_loses_nothing_and_the_hits_stay_the_same(stack: 
     assert len(first["indexed"]) + len(first["retryable"]) == BULK
     final = replay_until_done(stack.admin, stack.settings, docs)
     assert sorted(final["indexed"]) == sorted(docs), {k: len(v) for k, v in final.items()}
+    # the killed node's copies recovered from the others (operations they missed are replayed from the other copy's
+    # _source, as the index keeps no _recovery_source): each copy holds the same documents with the same vectors
+    recoveries = stack.admin.cat.recovery(index=stack.settings.index.name, format="json", active_only="false")
+    print("peer recoveries (shard, target, files, operations replayed):",
+          [(r["shard"], r["target_node"], r["files"], r["translog_ops_recovered"]) for r in recoveries
+           if r["type"] == "peer"])
+    copies = _shard_copies(stack, sorted(docs))
+    assert sorted(len(held) for held in copies.values()) == [2] * NODES, "a primary and a replica of every shard"
+    assert sum(len(held[0]) for held in copies.values()) == BULK
+    for primary, replica in copies.values():
+        assert primary == replica
+        for vectors in primary.values():
+            assert len(vectors["global_image_embedding"]) == stack.dimension
+            assert all(len(o["object_embedding"]) == stack.dimension for o in vectors.get("detected_objects", []))
+    assert any(vectors.get("detected_objects") for held in copies.values() for vectors in held[0].values())
     assert during == before, "a query answered differently while a node was down"
     assert {mode: stack.hits(body) for mode, body in baseline.items()} == before
     nodes = stack.cluster.model_nodes()
