@@ -5,7 +5,7 @@ it smaller saves.
 Documents: one global embedding and 0..6 detected objects (about 2 on average) each with its embedding, box, class
 and confidence, plus the image fields (id, filename, url, date, size, tags, model provenance); no thumbnail (the
 thumbnails stage measures it). Vectors are drawn from bench.recall's clustered mixture and written to JSON as the
-adapter writes them (float32 values printed as float64: ~19 characters a number).
+adapter writes them (`template`) or as it wrote them before (`long floats`).
 
 Variants, each its own index, loaded (bulk, refresh off), force-merged to one segment, then `_stats/store`:
 
