@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -22,10 +23,19 @@ class StartupError(LocalStackError):
     """A server did not come up; the message carries the tail of its log."""
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports. They are held open together while chosen: the kernel may give a port just
+    released to the next bind, so two separate `free_port()` calls can return the same one (a Triton given one port
+    for HTTP and gRPC then refuses to start)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def free_consecutive_ports(count: int, low: int = 20000, high: int = 60000) -> int:

@@ -19,7 +19,7 @@ import pytest
 
 from common.config import Settings, load_config
 from common.model_facts import ClipFacts, YoloFacts
-from localstack.processes import free_port, wait_until
+from localstack.processes import free_port, free_ports, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -47,8 +47,9 @@ def opensearch_node(settings: Settings, tmp_path_factory: pytest.TempPathFactory
     from localstack.opensearch_node import OpenSearchNode
 
     home = ensure_distribution(settings.cache, settings.opensearch.version)
-    with OpenSearchNode(home, tmp_path_factory.mktemp("opensearch"), http_port=free_port(),
-                        transport_port=free_port(), heap=settings.opensearch.heap) as node:
+    http_port, transport_port = free_ports(2)
+    with OpenSearchNode(home, tmp_path_factory.mktemp("opensearch"), http_port=http_port,
+                        transport_port=transport_port, heap=settings.opensearch.heap) as node:
         yield node
 
 
@@ -59,7 +60,7 @@ def started_triton(settings: Settings, tmp_path_factory: pytest.TempPathFactory,
 
     work = tmp_path_factory.mktemp(name)
     repo = render_repository(settings, work / "repo", profile="cpu")
-    return TritonServer(repo, settings.cache, free_port(), free_port(), free_port(), work / "triton.log")
+    return TritonServer(repo, settings.cache, *free_ports(3), work / "triton.log")
 
 
 @pytest.fixture(scope="session")

@@ -148,11 +148,12 @@ def test_restart_with_data_kept_then_bootstrap_leaves_every_model_deployed(setti
     still end with every model deployed and exit 0, and the next one must find nothing to do."""
     from localstack.opensearch_dist import ensure_distribution
     from localstack.opensearch_node import OpenSearchNode
-    from localstack.processes import free_port
+    from localstack.processes import free_ports
 
     home = ensure_distribution(settings.cache, settings.opensearch.version)
-    node = OpenSearchNode(home, tmp_path_factory.mktemp("restart-node"), http_port=free_port(),
-                          transport_port=free_port(), heap=settings.opensearch.heap)
+    http_port, transport_port = free_ports(2)
+    node = OpenSearchNode(home, tmp_path_factory.mktemp("restart-node"), http_port=http_port,
+                          transport_port=transport_port, heap=settings.opensearch.heap)
     with node:
         first = run_cli(node.url)
         assert first.returncode == 0, first.stdout + first.stderr

@@ -23,14 +23,15 @@ from PIL import Image
 from bootstrap.opensearch_api import DEPLOYED, Cluster, connect
 from common.config import REPO_ROOT, Settings, load_config
 from localstack import supervisor
-from localstack.processes import free_port
+from localstack.processes import free_ports
 
 pytestmark = pytest.mark.integration
 
 
 class Stack:
     def __init__(self, run: Path) -> None:
-        ports = {name: free_port() for name in ("os", "transport", "http", "grpc", "metrics", "adapter", "viewer")}
+        names = ("os", "transport", "http", "grpc", "metrics", "adapter", "viewer")
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.env = {**os.environ,
                     "VS_RUN_DIR": str(run),
                     "VS_OPENSEARCH__URL": f"http://127.0.0.1:{ports['os']}",

@@ -31,7 +31,7 @@ from common.credentials import ADMIN_USER, INGEST_USER, MODEL_USERS_ROLE, SEARCH
 from common.model_facts import ClipFacts
 from localstack.opensearch_dist import ensure_distribution
 from localstack.opensearch_node import OpenSearchNode
-from localstack.processes import free_port
+from localstack.processes import free_ports
 from localstack.security import prepare
 from tests.conftest import AdapterProcess
 from tests.ingest_corpus import bad_docs, good_docs
@@ -66,13 +66,13 @@ class SecureStack:
 @pytest.fixture(scope="module")
 def secure(triton_server, clip_facts: ClipFacts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
     run = tmp_path_factory.mktemp("secure-run")
-    http_port, transport_port = free_port(), free_port()
+    http_port, transport_port, adapter_port = free_ports(3)
     overrides: dict[str, Any] = {
         "run_dir": str(run),
         "opensearch": {"security": True, "url": f"http://127.0.0.1:{http_port}", "transport_port": transport_port},
         "triton": {"http_port": triton_server.http_port, "grpc_port": triton_server.grpc_port,
                    "metrics_port": triton_server.metrics_port},
-        "adapter": {"port": free_port(), "url_fetch_allow_private": True},
+        "adapter": {"port": adapter_port, "url_fetch_allow_private": True},
     }
     settings = load_config(**overrides)
     home = ensure_distribution(settings.cache, settings.opensearch.version, secure=True)
