@@ -190,8 +190,9 @@ def test_a_node_killed_mid_bulk_loses_nothing_and_the_hits_stay_the_same(stack: 
     assert len(first["indexed"]) + len(first["retryable"]) == BULK
     final = replay_until_done(stack.admin, stack.settings, docs)
     assert sorted(final["indexed"]) == sorted(docs), {k: len(v) for k, v in final.items()}
-    # the killed node's copies recovered from the others (operations they missed are replayed from the other copy's
-    # _source, as the index keeps no _recovery_source): each copy holds the same documents with the same vectors
+    # the killed node's copies recovered from the others (by files, or by replaying the operations they missed, read
+    # from the other copy's _source since the index keeps no _recovery_source; printed below which it was): each copy
+    # holds the same documents with the same vectors
     recoveries = stack.admin.cat.recovery(index=stack.settings.index.name, format="json", active_only="false")
     print("peer recoveries (shard, target, files, operations replayed):",
           [(r["shard"], r["target_node"], r["files"], r["translog_ops_recovered"]) for r in recoveries
