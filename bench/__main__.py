@@ -6,7 +6,9 @@ HNSW vs exact), memory (sampled while ingest and query run), thumbnails (what th
 to each document, sent and on disk), int8 (the ONNX models at fp32 and int8 side by side; needs no running
 stack), bytes (index store bytes per image after a force-merge, and what shrinks it), relevance (the bundled
 models judged through OpenSearch on held-out generated scenes: text, object, hybrid and image queries), cluster (one
-OpenSearch node beside three, started for the stage: start time, memory per node, bulk ingest). Results go to
+OpenSearch node beside three, started for the stage: start time, memory per node, bulk ingest), ceiling (the path
+around the models with free networks, on a stack started for the stage: pipeline vs raw write, CPU ms per image
+of each component; its last line is one JSON object). Results go to
 bench/results/<timestamp>.json and .md, and bench/results/latest.md. The bench indices are deleted at the end.
 """
 
@@ -29,8 +31,10 @@ from bench.context import Context, connect, create_index, delete_index, index_te
 from common.config import load_config
 from common.errors import run_command
 
-STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails", "int8", "bytes", "relevance", "cluster")
-OFFLINE_STAGES = {"int8"}  # run on the exported models alone: `--only int8` needs no `make up`
+STAGES = ("ingest", "query", "recall", "bulk", "cache", "thumbnails", "int8", "bytes", "relevance", "cluster",
+          "ceiling")
+# need no `make up`: int8 runs the exported models alone, ceiling starts (and stops) a stack of its own
+OFFLINE_STAGES = {"int8", "ceiling"}
 console = Console()
 
 
@@ -61,6 +65,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--int8-images", type=int, help="images per int8 round (default 8 quick, 24 full)")
     p.add_argument("--cluster-nodes", type=int, nargs="+", default=[1, 3], help="cluster sizes compared")
     p.add_argument("--cluster-images", type=int, help="images sent to each cluster (default 60 quick, 200 full)")
+    p.add_argument("--ceiling-images", type=int, help="64×64 JPEGs through the free-network pipeline and raw "
+                   "(default 300 quick, 2000 full)")
+    p.add_argument("--ceiling-large", type=int, help="640×480 JPEGs through it (default 100 quick, 400 full)")
     return p.parse_args(argv)
 
 
@@ -75,6 +82,8 @@ def defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.int8_images = args.int8_images or (8 if quick else 24)
     args.relevance_scenes = args.relevance_scenes or (240 if quick else 1000)
     args.cluster_images = args.cluster_images or (60 if quick else 200)
+    args.ceiling_images = args.ceiling_images or (300 if quick else 2000)
+    args.ceiling_large = args.ceiling_large or (100 if quick else 400)
     args.only = args.only or list(STAGES)
     return args
 
@@ -99,6 +108,13 @@ def run_offline(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         task = progress.add_task("int8 vs fp32", total=args.rounds)
         results["int8"] = int8.run(settings, clip, settings.clip_dir, yolo, settings.yolo_dir, args.int8_images,
                                    args.rounds, progress=lambda: progress.advance(task))
+    if "ceiling" in args.only:
+        from bench import ceiling
+
+        task = progress.add_task("ceiling", total=6)
+        results["ceiling"] = ceiling.run(settings, args.ceiling_images, args.ceiling_large,
+                                         max(50, args.ceiling_images // 20), lambda label: progress.update(
+                                             task, description=f"ceiling: {label}", advance=1))
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     return results
 
@@ -235,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     json_path, md_path = report.write(results)
     print(md_path.read_text())
     console.print(f"written: {json_path}, {md_path}, {md_path.parent / 'latest.md'}")
+    if "ceiling" in results:  # its figures as one JSON object, the last line, for scripts
+        from bench.ceiling import main_line
+
+        print(main_line(results["ceiling"]))
     return 0
 
 

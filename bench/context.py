@@ -121,7 +121,13 @@ def index_template_body(ctx: Context, *, with_ingest_pipeline: bool) -> dict[str
     found = ctx.request("GET", f"/_index_template/{name}")["index_templates"]
     if not found:
         raise StackDown(f"index template {name!r} not found; run `make bootstrap`")
-    template = json.loads(json.dumps(found[0]["index_template"]["template"]))
+    return template_body(found[0]["index_template"]["template"], with_ingest_pipeline=with_ingest_pipeline)
+
+
+def template_body(template: dict[str, Any], *, with_ingest_pipeline: bool) -> dict[str, Any]:
+    """An index body from an index template's `template` (settings and mappings), without the default pipeline
+    unless asked."""
+    template = json.loads(json.dumps(template))
     # flat keys ("knn", "knn.derived_source.enabled"): the cluster nests them, which a variant can then not set
     index_settings = {key.removeprefix("index."): value
                       for key, value in flatten_settings(template.get("settings", {})).items()}

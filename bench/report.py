@@ -111,6 +111,13 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"hits without the class: {rel['hybrid']['hits_without_class']}")
         add(f"image → image: a smaller recompressed copy finds its original first ({n})", rel["image"]["rate"],
             COPY_TARGET, True, f"{rel['image']['copies']} copies")
+    ceiling = results.get("ceiling")
+    if ceiling:
+        from bench.ceiling import TARGET_RATIO
+
+        add(f"ingest ceiling: pipeline ÷ raw write ≥ {TARGET_RATIO}, 64×64 JPEGs, free networks", ceiling["ratio"],
+            TARGET_RATIO, True, f"{ceiling['summary']['pipeline_images_per_s']} vs "
+            f"{ceiling['summary']['raw_bulk_images_per_s']} images/s; lost {ceiling['summary']['lost']}")
     bulk = results.get("bulk")
     if bulk:
         add("one _bulk of all images ≥ 0.9 × streaming images/s", bulk["one_bulk_x_streaming"], 0.9, True,
@@ -326,6 +333,10 @@ def markdown(results: dict[str, Any]) -> str:
                 for r in clusters["rows"]]
         lines += _table(["nodes", "shards / replicas", "start to green, s", "RSS per node idle (MiB)",
                          "RSS after ingest (MiB)", "images/s", "indexed"], rows)
+    if results.get("ceiling"):
+        from bench.ceiling import markdown as ceiling_markdown
+
+        lines += ceiling_markdown(results["ceiling"])
     lines += [f"Raw figures: `{results['json_file']}`.", ""]
     return "\n".join(lines)
 

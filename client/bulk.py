@@ -100,8 +100,9 @@ class BulkSender:
     """Sends one chunk, retrying its retryable items (and whole-request transport failures) with backoff."""
 
     def __init__(self, client: OpenSearch, index: str, max_retries: int = 8, initial_backoff_s: float = 2.0,
-                 max_backoff_s: float = 60.0, request_timeout_s: float = 900.0) -> None:
+                 max_backoff_s: float = 60.0, request_timeout_s: float = 900.0, pipeline: str | None = None) -> None:
         self.client = client
+        self.pipeline = pipeline  # e.g. "_none": documents that already carry their analysis skip the models
         self.index = index
         self.max_retries = max_retries
         self.initial_backoff_s = initial_backoff_s
@@ -118,7 +119,8 @@ class BulkSender:
         try:
             response = self.client.transport.perform_request(
                 "POST", "/_bulk", body=body, headers={"content-type": "application/x-ndjson"},
-                params={"request_timeout": self.request_timeout_s})
+                params={"request_timeout": self.request_timeout_s,
+                        **({"pipeline": self.pipeline} if self.pipeline else {})})
         except (OSConnectionError, ConnectionTimeout):
             return None
         except TransportError as exc:

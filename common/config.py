@@ -187,6 +187,7 @@ class ViewerSettings(_Section):
 # the CLIP trained here on generated shapes scenes (export/shapes/shapes_clip), the default offline: unlike a
 # MobileCLIP2 without its weights, its search results mean something
 BUNDLED_CLIP = "shapes-clip"
+FREE_NETWORKS_DIR = "free-networks"  # under the models folder: the stand-ins models.free_networks serves
 MOBILECLIP2_VARIANTS = ("MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-B", "MobileCLIP2-S3", "MobileCLIP2-S4",
                         "MobileCLIP2-L-14")
 
@@ -203,6 +204,15 @@ class ModelSettings(_Section):
     # cpu profile: the ONNX files ONNX Runtime runs. int8 = quantized copies `python -m export` writes beside the
     # fp32 ones (fidelity checked in tests/export, speed in bench --only int8); the gpu profile always serves fp32.
     precision: Literal["fp32", "int8"] = "fp32"
+    # Benchmark only, never for search: serve the free networks (export/free_networks.py) in place of the detector and
+    # both encoders, same tensors and facts, so a run measures everything around the models (bench --only ceiling).
+    free_networks: bool = False
+
+    @model_validator(mode="after")
+    def _free_networks_in_fp32(self) -> ModelSettings:
+        if self.free_networks and self.precision != "fp32":
+            raise ValueError("models.free_networks has no int8 copies: set models.precision to fp32")
+        return self
 
     @field_validator("clip_variant")
     @classmethod
@@ -355,13 +365,26 @@ class Settings(BaseSettings):
         return self.cache / "models"
 
     @property
-    def clip_dir(self) -> Path:
+    def exported_clip_dir(self) -> Path:
+        """Where the configured CLIP's export lives (what `python -m export` writes)."""
         return self.models_dir / self.models.clip_variant.lower()
 
     @property
-    def yolo_dir(self) -> Path:
+    def exported_yolo_dir(self) -> Path:
         name = self.models.yolo_variant if self.models.yolo_weights else "shapes-yolo11n"
         return self.models_dir / name.lower()
+
+    def _served(self, exported: Path) -> Path:
+        return self.models_dir / FREE_NETWORKS_DIR / exported.name if self.models.free_networks else exported
+
+    @property
+    def clip_dir(self) -> Path:
+        """The CLIP files Triton serves: the export, or its free-networks stand-in (models.free_networks)."""
+        return self._served(self.exported_clip_dir)
+
+    @property
+    def yolo_dir(self) -> Path:
+        return self._served(self.exported_yolo_dir)
 
 
 def load_config(**overrides: Any) -> Settings:

@@ -13,6 +13,10 @@ def ensure_models(settings: Settings) -> tuple[ClipFacts, YoloFacts]:
     from export.yolo import ensure_yolo
 
     clip, yolo = ensure_clip(settings), ensure_yolo(settings)
+    if settings.models.free_networks:  # benchmark only: stand-ins built from the real exports' facts
+        from export.free_networks import ensure_free_networks
+
+        return ensure_free_networks(settings, clip, yolo)
     if settings.models.precision == "int8":  # the cpu profile then serves quantized copies (export.quantize)
         from export.quantize import ensure_int8
 

@@ -387,8 +387,8 @@ def ensure_export(variant: str, weights: str | None, out_dir: Path, force: bool 
 
 
 def ensure_clip(settings: Settings) -> ClipFacts:
-    """The configured variant's export in `settings.clip_dir`, exported only when missing or stale."""
-    return ensure_export(settings.models.clip_variant, settings.models.clip_weights, settings.clip_dir)
+    """The configured variant's export in `settings.exported_clip_dir`, exported only when missing or stale."""
+    return ensure_export(settings.models.clip_variant, settings.models.clip_weights, settings.exported_clip_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -275,13 +275,13 @@ def _smoke_test(onnx_path: Path, max_det: int, max_batch: int) -> None:
 
 def ensure_yolo(settings: Settings | None = None, *, force: bool = False,
                 out_dir: Path | None = None) -> YoloFacts:
-    """Exports the configured YOLO11 detector to `<yolo_dir>/model.onnx` + metadata unless already there.
+    """Exports the configured YOLO11 detector to `<exported_yolo_dir>/model.onnx` + metadata unless already there.
 
-    `out_dir` overrides `settings.yolo_dir` (tests export into a temporary folder).
+    `out_dir` overrides `settings.exported_yolo_dir` (tests export into a temporary folder).
     """
     settings = settings or load_config()
     m = settings.models
-    out_dir = Path(out_dir or settings.yolo_dir)
+    out_dir = Path(out_dir or settings.exported_yolo_dir)
     max_batch = settings.triton.max_batch_size
     choice = resolve_weights(settings)
     sha = _sha256(Path(choice.source)) if choice.kind in ("bundled", "checkpoint") else None
@@ -329,7 +329,7 @@ def ensure_yolo(settings: Settings | None = None, *, force: bool = False,
             weights=weights_label,
             exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
             opset=OPSET,
-            name=settings.yolo_dir.name,
+            name=settings.exported_yolo_dir.name,
             input_size=INPUT_SIZE,
             class_names=names,
             conf_threshold=m.conf_threshold,
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     if updates:
         settings = settings.model_copy(update={"models": settings.models.model_copy(update=updates)})
     facts = ensure_yolo(settings, force=args.force)
-    print(f"{settings.yolo_dir}: {facts.weights}, classes {facts.class_names}")
+    print(f"{settings.exported_yolo_dir}: {facts.weights}, classes {facts.class_names}")
 
 
 if __name__ == "__main__":
