@@ -50,5 +50,13 @@ FAILED_AT_FIELD = "failed_at"
 # The small JPEG (base64) the adapter makes for results pages; stored, never indexed. The pipeline writes it, so
 # its raw-image guard lets it pass when a document comes through again (a reindex, an update).
 THUMBNAIL_FIELD = "thumbnail"
+# Index field ← the adapter's /v1/analyze response field: what the ingest pipeline writes from the analysis.
+ANALYSIS_OUTPUT = {"global_image_embedding": "embedding", "detected_objects": "objects", "width": "width",
+                   "height": "height", "model": "model", THUMBNAIL_FIELD: "thumbnail"}
+# Where ml_inference puts the whole response, for one script to move into ANALYSIS_OUTPUT's fields. One output_map
+# entry, not one per field: ML Commons 2.19 serializes the whole model output to JSON and parses it back for every
+# entry (ModelExecutor.getModelOutputValue), and with four vectors in it that was most of OpenSearch's cost per
+# document (bench --only ceiling).
+ANALYSIS_STAGING_FIELD = "vs_analysis"
 # Fields the ingest pipeline writes from the analysis; dropped from a dead letter (a half-written result).
-ANALYSIS_FIELDS = ("global_image_embedding", "detected_objects", "width", "height", "model", THUMBNAIL_FIELD)
+ANALYSIS_FIELDS = (*ANALYSIS_OUTPUT, ANALYSIS_STAGING_FIELD)

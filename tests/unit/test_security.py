@@ -28,7 +28,8 @@ from common.credentials import (
     read_credentials,
 )
 from common.model_facts import ClipFacts
-from connectors.adapter.app import authorized, create_app
+from connectors.adapter.app import create_app
+from connectors.adapter.middleware import authorized
 from localstack import security
 from localstack.certs import ensure_certs
 from tests.triton_double import FakeTriton
