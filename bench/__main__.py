@@ -111,10 +111,11 @@ def run_offline(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     if "ceiling" in args.only:
         from bench import ceiling
 
-        task = progress.add_task("ceiling", total=6)
-        results["ceiling"] = ceiling.run(settings, args.ceiling_images, args.ceiling_large,
-                                         max(50, args.ceiling_images // 20), lambda label: progress.update(
-                                             task, description=f"ceiling: {label}", advance=1))
+        rounds = 3 if args.quick else 10
+        task = progress.add_task("ceiling", total=5 + rounds)
+        results["ceiling"] = ceiling.run(settings, args.ceiling_images, args.ceiling_large, 500, rounds,
+                                         lambda label: progress.update(task, description=f"ceiling: {label}",
+                                                                       advance=1))
     results["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     return results
 

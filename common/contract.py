@@ -58,5 +58,8 @@ ANALYSIS_OUTPUT = {"global_image_embedding": "embedding", "detected_objects": "o
 # entry (ModelExecutor.getModelOutputValue), and with four vectors in it that was most of OpenSearch's cost per
 # document (bench --only ceiling).
 ANALYSIS_STAGING_FIELD = "vs_analysis"
+# Where ML Commons keeps a connector's answer that a response_filter selected: the analyze connector's filter is "$"
+# (the whole answer, parsed once), so its output is {"response": <the adapter's JSON>}.
+CONNECTOR_RESPONSE_KEY = "response"
 # Fields the ingest pipeline writes from the analysis; dropped from a dead letter (a half-written result).
 ANALYSIS_FIELDS = (*ANALYSIS_OUTPUT, ANALYSIS_STAGING_FIELD)
