@@ -46,11 +46,13 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     from common.model_facts import ClipFacts
 
     settings = load_config()
-    clip = ClipFacts.load(settings.clip_dir)
+    # the servers first, then the local files: with the stack down, `make up` is the fix (it exports the models too)
     if not args.skip_preflight:
         adapter_ready(settings)
-    allow_reindex = bool(getattr(args, "allow_reindex", False))
     cluster = Cluster(connect(settings.opensearch), settings.opensearch.url)
+    cluster.request("GET", "/")  # an unreachable cluster is named before anything else is read
+    clip = ClipFacts.load(settings.clip_dir)
+    allow_reindex = bool(getattr(args, "allow_reindex", False))
     reconciler = Reconciler(cluster, settings, dry_run=args.dry_run, allow_reindex=allow_reindex,
                             say=lambda message: console.print(message, markup=False, highlight=False))
 
