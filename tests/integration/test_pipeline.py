@@ -141,6 +141,19 @@ def test_many_shapes_are_capped_at_max_det(triton, yolo_facts):
     assert np.all(np.diff(got["scores"]) <= 1e-6), "kept in descending confidence"
 
 
+BATCHED_MODELS = ("preprocess", "clip_image", "yolo", "box_embedding")
+
+
+def executions_by_batch_size(triton) -> dict[tuple[str, int], int]:
+    """(model, batch size) → how many executions of that size the server has run since it started."""
+    counts = {}
+    for model in BATCHED_MODELS:
+        stats = triton.get_inference_statistics(model)["model_stats"][0]
+        for entry in stats.get("batch_stats", []):
+            counts[model, int(entry["batch_size"])] = int(entry["compute_infer"]["count"])
+    return counts
+
+
 def test_concurrent_requests_batch_and_match_sequential(triton, triton_server, images):
     sequential = [triton_calls.analyze(triton, d) for d in images]
     requests = [images[i % len(images)] for i in range(16)]
@@ -148,19 +161,19 @@ def test_concurrent_requests_batch_and_match_sequential(triton, triton_server, i
     def call(data):
         return triton_calls.analyze(http.InferenceServerClient(triton_server.http_url), data)
 
+    # the server's statistics count from its start: only what this test's own load added says it was batched
+    before = executions_by_batch_size(triton)
     with ThreadPoolExecutor(16) as pool:
         concurrent = list(pool.map(call, requests))
+    after = executions_by_batch_size(triton)
     for i, result in enumerate(concurrent):
         expected = sequential[i % len(images)]
         np.testing.assert_allclose(result["embedding"], expected["embedding"], atol=1e-5)
         np.testing.assert_allclose(result["boxes"], expected["boxes"], atol=1e-3)
         np.testing.assert_allclose(result["object_embeddings"], expected["object_embeddings"], atol=1e-5)
-    batch_sizes = set()
-    for model in ("preprocess", "clip_image", "yolo", "box_embedding"):
-        stats = triton.get_inference_statistics(model)["model_stats"][0]
-        batch_sizes |= {int(b["batch_size"]) for b in stats.get("batch_stats", [])}
-    print(f"\nbatch sizes executed: {sorted(batch_sizes)}")
-    assert max(batch_sizes) > 1
+    grown = {key: count - before.get(key, 0) for key, count in after.items() if count > before.get(key, 0)}
+    print(f"\nexecutions added by the concurrent load, by (model, batch size): {sorted(grown.items())}")
+    assert max((size for _, size in grown), default=0) > 1, "16 concurrent requests ran one at a time"
 
 
 @pytest.mark.parametrize(("bad", "code"), [(b"", "empty"), (b"not an image at all", "not_an_image"),

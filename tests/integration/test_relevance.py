@@ -28,6 +28,8 @@ from bench.relevance import (
 )
 from common.config import BUNDLED_CLIP
 
+pytestmark = pytest.mark.integration
+
 SCENES = 1000
 COPIES = 40
 TAG = "relevance-test"

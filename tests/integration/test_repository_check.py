@@ -7,6 +7,9 @@ import pytest
 from triton_repo.check import check_repository, load_repository
 from triton_repo.render import ENSEMBLES, render_repository
 
+# no server, but the session's exported models (clip_facts, yolo_facts export them when missing)
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
 def test_rendered_repository_is_consistent(profile, settings, clip_facts, yolo_facts, tmp_path):

@@ -1,15 +1,52 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from common.config import ConfigError, load_config
+from common.config import ConfigError, Settings, load_config
 
 
-def test_defaults_come_from_the_file():
+def write_config(tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "visual-search.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("VS_CONFIG", str(path))
+    return path
+
+
+NOT_DEFAULTS = """\
+opensearch:
+  url: http://10.9.8.7:9201
+triton:
+  http_port: 18000
+  preferred_batch_sizes: [2, 4]
+models:
+  conf_threshold: 0.5
+"""
+
+
+def test_the_file_is_read(tmp_path, monkeypatch):
+    """Values that differ from every default: they can only have come from the file."""
+    write_config(tmp_path, NOT_DEFAULTS, monkeypatch)
     settings = load_config()
-    assert settings.opensearch.url == "http://127.0.0.1:9200"
-    assert (settings.triton.http_port, settings.triton.grpc_port, settings.triton.metrics_port) == (8000, 8001, 8002)
-    assert settings.adapter.port == 8200
+    assert settings.opensearch.url == "http://10.9.8.7:9201"
+    assert settings.opensearch.http_port == 9201
+    assert settings.triton.http_port == 18000
+    assert settings.triton.preferred_batch_sizes == [2, 4]
+    assert settings.models.conf_threshold == 0.5
+    assert settings.triton.grpc_port == Settings.model_fields["triton"].default.grpc_port  # a key it leaves alone
+
+
+def test_environment_wins_over_the_file(tmp_path, monkeypatch):
+    write_config(tmp_path, NOT_DEFAULTS, monkeypatch)
+    monkeypatch.setenv("VS_TRITON__HTTP_PORT", "28000")
+    settings = load_config()
+    assert settings.triton.http_port == 28000
+    assert settings.opensearch.url == "http://10.9.8.7:9201"  # the rest of the file still holds
+
+
+def test_the_shipped_file_loads():
+    settings = load_config()
     assert settings.clip_dir.name == settings.models.clip_variant.lower()
 
 
