@@ -3,7 +3,7 @@
     python bench/gpu_device_check.py [--budget-s 420] [--batches 1 8 32 128] [--yolo auto|ultralytics|onnx|reimpl]
     python bench/gpu_device_check.py --dry-run        # CPU, tiny sizes: proves the code paths run
 
-What the gpu profile does per image, measured with what such a machine has (DESIGN.md §7: Python 3.12, torch +
+What the gpu profile does per image, measured with what such a machine has (docs/design.md#facts: Python 3.12, torch +
 CUDA, torchvision, timm, onnx, onnxruntime, opencv, pillow, numpy): nvJPEG decoding (torchvision.io.decode_jpeg
 on cuda), a MobileCLIP2-S2 image tower (timm ``fastvit_mci2``, the architecture open_clip uses, random weights
 with calibrated BatchNorm), a YOLO11 detector (ultralytics' own ``yolo11s.yaml`` when ultralytics is installed;

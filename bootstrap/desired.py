@@ -57,7 +57,7 @@ def ref(kind: str, name: str) -> str:
 
 
 def cluster_settings(settings: Settings) -> dict[str, Any]:
-    """ML Commons settings a loopback HTTP connector needs (DESIGN.md §7)."""
+    """ML Commons settings a loopback HTTP connector needs (docs/design.md#facts)."""
     adapter = re.escape(settings.adapter.url.rstrip("/"))
     return {
         "plugins.ml_commons.trusted_connector_endpoints_regex": [f"^{adapter}/.*$"],

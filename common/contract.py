@@ -4,7 +4,7 @@ dead letter holds. The adapter, the pipeline templates, the clients and the test
 
 from __future__ import annotations
 
-# --- Triton: the ensembles the adapter calls and their tensors (DESIGN.md §4) --------------------------------
+# --- Triton: the ensembles the adapter calls and their tensors (docs/design.md#triton-models) -----------------
 
 ANALYZE_MODEL = "analyze_image"
 EMBED_IMAGE_MODEL = "embed_image"

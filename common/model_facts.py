@@ -1,7 +1,7 @@
 """Facts about an exported model, written beside it at export time and read by everything downstream.
 
 The index dimension, Triton tensor shapes, preprocessing constants and class names all come from here,
-so no model fact is typed twice (DESIGN.md §3, §9).
+so no model fact is typed twice (docs/design.md#model-facts-as-data).
 """
 
 from __future__ import annotations

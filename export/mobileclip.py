@@ -1,4 +1,4 @@
-"""CLIP image and text encoders → ONNX, with the facts everything downstream reads (DESIGN.md §3, §7).
+"""CLIP image and text encoders → ONNX, with the facts everything downstream reads (docs/design.md#model-facts-as-data).
 
 Two kinds of model go through here: MobileCLIP2 (open_clip's registry; real weights from a checkpoint or the hub,
 random init offline) and the bundled shapes CLIP trained here (`export/shapes/shapes_clip`, an open_clip local
@@ -281,7 +281,7 @@ def step(name: str) -> Iterator[None]:
 
 
 def _onnx_export(module: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> None:
-    """Legacy (TorchScript) exporter, as measured in DESIGN.md §7.
+    """Legacy (TorchScript) exporter, as measured (docs/design.md#facts).
 
     Under no_grad, eval-mode nn.MultiheadAttention (the text towers) takes PyTorch's fused fast path,
     `aten::_native_multi_head_attention`, which has no ONNX symbolic: it is switched off meanwhile.

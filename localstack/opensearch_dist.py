@@ -1,4 +1,4 @@
-"""Assemble a local OpenSearch node from Maven Central alone (DESIGN.md §6, §7).
+"""Assemble a local OpenSearch node from Maven Central alone (docs/design.md#the-local-stack).
 
 Maven Central is the only place these machines can download OpenSearch from, and it holds no
 ready-made distribution with plugins: only the `integ-test-zip` (core + `transport-netty4`, no JDK),

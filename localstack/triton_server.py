@@ -1,6 +1,6 @@
 """Runs the embedded Triton (the `tritonserver` binary and python backend from the nvidia-pytriton wheel).
 
-Two facts from DESIGN.md §7 shape this file: the python stub must run inside the project's venv (numpy < 2,
+Two facts (docs/design.md#facts) shape this file: the python stub must run inside the project's venv (numpy < 2,
 our packages importable), and it needs the shared libpython of that interpreter on LD_LIBRARY_PATH.
 """
 

@@ -1,7 +1,7 @@
 """The dual-branch DALI preprocessing graph: one definition for both profiles, switched by ``device``.
 
 One definition (:func:`preprocess_graph`, wrapped by :func:`pipeline_definition`) serves both profiles
-(DESIGN.md §4, §5), so what the cpu profile checks against the reference is what the gpu profile serves:
+(docs/design.md#two-profiles), so what the cpu profile checks against the reference is what the gpu profile serves:
 
 * ``device="gpu"``: ``mixed`` (nvJPEG) decoding, input ``encoded_image`` (UINT8 [-1]), for Triton's dali
   backend, which imports this module when it autoserializes the model (``export.dali_serialize`` writes the
@@ -259,7 +259,7 @@ def pipeline_definition(
     """The ``@pipeline_def`` function (call it to get a pipeline) running :func:`preprocess_graph`.
 
     ``device="cpu"``: CPU decoding, ``device_id=None`` (no GPU needed), external source with
-    ``prefetch_queue_depth=1, exec_async=False, exec_pipelined=False`` (DESIGN.md §7).
+    ``prefetch_queue_depth=1, exec_async=False, exec_pipelined=False`` (docs/design.md#facts).
     ``device="gpu"``: ``mixed`` nvJPEG decoding, everything after it on the GPU (``device_id`` defaults to 0;
     the tiny geometry arithmetic stays on the CPU, as operator arguments must).
     ``source="encoded"`` takes ``encoded_image`` (UINT8 [-1], the file bytes); ``source="decoded"`` takes

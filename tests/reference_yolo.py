@@ -1,6 +1,6 @@
 """Test helpers for the YOLO ONNX model: an independent letterbox, box matching, and the exported detector.
 
-The letterbox here is written from the contract (DESIGN.md §4, `YoloFacts`), not taken from the code under
+The letterbox here is written from the contract (docs/design.md#triton-models, `YoloFacts`), not from the code under
 test: scale r = min(S/h, S/w), resized size (round(w·r), round(h·r)) at least 1 px, bilinear (cv2
 INTER_LINEAR), centred with the odd pixel of padding at the bottom/right, pad value 114, ÷255, RGB, CHW.
 Mapping back divides by the per-axis scale the resize actually applied (new_w/w, new_h/h), which differs

@@ -1,1 +1,1 @@
-"""The FastAPI adapter: connector JSON in, Triton requests out, and back (DESIGN.md §4)."""
+"""The FastAPI adapter: connector JSON in, Triton requests out, and back (docs/design.md#the-adapter)."""

@@ -17,7 +17,7 @@ Rules (each refusal names the one it broke):
 - At most `max_concurrent` fetches at once, so a flood of URL documents cannot open unbounded
   outbound connections.
 
-Failures are split the way the adapter's status codes are (DESIGN.md §4): `FetchRefused` is a property
+Failures are split the way the adapter's status codes are (docs/design.md#the-adapter): `FetchRefused` is a property
 of the URL (permanent, 422) and `FetchUnavailable` may succeed later (transient, 503). A transient failure
 must never be reported as a bad image.
 """

@@ -1,4 +1,4 @@
-"""MobileCLIP2 facts come from open_clip's registry (no model built) and agree with DESIGN.md §7; the bundled
+"""MobileCLIP2 facts come from open_clip's registry (no model built) and agree with docs/design.md#facts; the bundled
 shapes CLIP's come from its own folder and name its weights by content."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# DESIGN.md §7, typed here on purpose: this is the independent reference the registry is checked against.
+# docs/design.md#facts, typed here on purpose: this is the independent reference the registry is checked against.
 DESIGN = {  # variant: (embedding dim, image size, mean, std)
     "MobileCLIP2-S0": (512, 256, ZERO, ONE),
     "MobileCLIP2-S2": (512, 256, ZERO, ONE),
@@ -67,7 +67,7 @@ def test_facts_from_registry_match_design(variant: str, monkeypatch: pytest.Monk
 
 def test_model_facts_agree_with_registry_and_ignore_the_fallback_transform() -> None:
     """S0 only (the cheapest): facts read off the built model equal the registry's, and mean/std are the
-    variant's, not the OpenAI fallback that open_clip attaches when pretrained=None (DESIGN.md §7)."""
+    variant's, not the OpenAI fallback that open_clip attaches when pretrained=None (docs/design.md#facts)."""
     model, source = mobileclip.load_clip("MobileCLIP2-S0", None)
     assert source == mobileclip.RANDOM_SOURCE
     assert model.visual.preprocess_cfg["mean"] == pytest.approx(OPENAI_MEAN)  # the trap

@@ -1,4 +1,4 @@
-"""The OpenSearch assembled from Maven (bootstrap/opensearch_dist.py) loads and works.
+"""The OpenSearch assembled from Maven (localstack/opensearch_dist.py) loads and works.
 
 Plugins and hand-built modules can each load yet be unusable (a missing dependency jar surfaces
 only when a script compiles or a processor runs), so each module is exercised, not just listed.
@@ -90,7 +90,7 @@ def test_ingest_set_processor(client: httpx.Client) -> None:
 
 
 def test_ml_commons_answers(client: httpx.Client) -> None:
-    # The ML plugin's REST layer is up, and this single node may run models (DESIGN.md §7).
+    # The ML plugin's REST layer is up, and this single node may run models (it has no ml role).
     (node,) = _ok(client.get("/_nodes/settings", params={"flat_settings": "true"}))["nodes"].values()
     assert node["settings"]["plugins.ml_commons.only_run_on_ml_node"] == "false"
     _ok(client.get("/_plugins/_ml/stats"))

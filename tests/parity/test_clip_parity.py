@@ -1,4 +1,4 @@
-"""Parity: the exported ONNX encoders compute what open_clip's PyTorch computes (DESIGN.md §7/§8).
+"""Parity: the exported ONNX encoders compute what open_clip's PyTorch computes (docs/design.md#how-we-test).
 
 Runs for the default S2 (through `ensure_clip`, so the repo cache is filled and reused) and for S3, the
 cheapest 768-d variant (exported into a temporary folder). Offline both carry seeded random weights, so
@@ -29,7 +29,7 @@ MIN_COS = 0.9999
 NORM_TOL = 1e-3
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-DESIGN = {  # DESIGN.md §7: variant → (embedding dim, image size, mean, std)
+DESIGN = {  # docs/design.md#facts: variant → (embedding dim, image size, mean, std)
     "MobileCLIP2-S2": (512, 256, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
     "MobileCLIP2-S3": (768, 256, OPENAI_MEAN, OPENAI_STD),
 }
