@@ -90,7 +90,7 @@ _REF = re.compile(r"^<pending:([a-z_]+):(.+)>$")
 # A version of an index named `base`: `<base>-v<N>`.
 _VERSION = re.compile(r"^(?P<base>.+)-v(?P<n>[0-9]+)$")
 # Re-analysis sends documents through the ingest pipeline in bulks of this many: ML Commons starts every model
-# call of a bulk at once (DESIGN.md §7), so a reindex's default of 1000 would be one burst of 1000 analyses.
+# call of a bulk at once (docs/design.md#facts), so a reindex's default of 1000 would be one burst of 1000 analyses.
 REINDEX_BATCH = 50
 # Settings an existing index can take in place; any other difference in the template's settings is a replacement.
 DYNAMIC_SETTINGS = frozenset({
