@@ -34,6 +34,8 @@ class Int8Files(BaseModel):
     files: dict[str, str]  # role ("image", "text"; "model" for the detector) → file name in the model folder
     methods: dict[str, str]  # role → how it was quantized (static QDQ with calibration, or dynamic)
     recipe: int
+    # whether the CPU that quantized had VNNI: the recipe differs without it (export.quantize.static_types)
+    vnni: bool = True
     onnxruntime_version: str
     quantized_at: str
     source_exported_at: str

@@ -1,7 +1,8 @@
 """int8 copies of the exported ONNX models for the cpu profile (`models.precision: int8`), with ONNX Runtime
 quantization, written beside the fp32 files and recorded in their facts (`Int8Files`).
 
-How each model is quantized, and why (measured on the 2-core dev machine, AVX-512 VNNI; `bench --only int8`):
+How each model is quantized, and why (measured on the 2-core dev machine, AVX-512 VNNI; `bench --only int8`; a CPU
+without VNNI gets other activation types or 7-bit weights, `static_types`):
 
 * **detector** (YOLO11): static QDQ of the backbone's Conv/MatMul (ultralytics layers 0–10: per-channel int8
   weights, uint8 activations calibrated min/max on letterboxed shapes scenes); the neck (11–22) and the detect head
@@ -60,7 +61,7 @@ from common.model_facts import ClipFacts, Int8Files, YoloFacts
 log = logging.getLogger(__name__)
 
 # Bump when anything below changes what the int8 files hold: existing copies are then re-quantized.
-RECIPE = 4
+RECIPE = 5
 CALIBRATION_SEED = 777  # not the detector's training (0) or test (2025) seed, nor the bench images' (4242)
 CALIBRATION_SCENES = 32
 CALIBRATION_CROPS = 48
@@ -138,14 +139,41 @@ def _conv_nodes(path: Path, *, depthwise: bool) -> list[str]:
     return names
 
 
-def _static(pre: Path, out: Path, input_name: str, data: Sequence[np.ndarray], exclude: list[str],
+def has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has VNNI (int8 dot products); False where cpuinfo cannot be read (the safe choice)."""
+    try:
+        return bool(re.search(r"\b(avx512_vnni|avx_vnni)\b", cpuinfo.read_text()))
+    except OSError:
+        return False
+
+
+def static_types(model: str, vnni: bool) -> tuple[str, bool]:
+    """(activation type, reduce_range) for a static quantization of `model` ("detector" or "image"); weights are
+    int8. With VNNI: uint8 activations, full-range weights (the recipe measured in this module's docstring). Without
+    it ONNX Runtime's uint8 × int8 kernels sum pairs in 16 bits and saturate: measured on an AMD EPYC with AVX2 only,
+    the detector's boxes moved 7.3 px and the image encoder's cosine fell to 0.979. There the detector keeps 1.67 px
+    with int8 activations (0.979 cosine for the image encoder that way), and the image encoder keeps ≥ 0.996 with
+    7-bit weights (2.9 px for the detector that way)."""
+    if vnni:
+        return "uint8", False
+    return ("int8", False) if model == "detector" else ("uint8", True)
+
+
+def _types(model: str) -> str:
+    activation, reduce = static_types(model, has_vnni())
+    return f"{'7-bit' if reduce else 'int8'} weights, {activation} activations"
+
+
+def _static(pre: Path, out: Path, input_name: str, data: Sequence[np.ndarray], exclude: list[str], model: str,
             op_types: Sequence[str] = ("Conv", "MatMul", "Gemm")) -> None:
     """Static QDQ of `pre` (a model `_preprocessed` made) with every node of `op_types` but `exclude`."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    quantize_static(str(pre), str(out), _Reader(input_name, data),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True, op_types_to_quantize=list(op_types), nodes_to_exclude=exclude,
+    activation, reduce = static_types(model, has_vnni())
+    quantize_static(str(pre), str(out), _Reader(input_name, data), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8 if activation == "int8" else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce,
+                    op_types_to_quantize=list(op_types), nodes_to_exclude=exclude,
                     calibrate_method=CalibrationMethod.MinMax)
 
 
@@ -188,8 +216,8 @@ def quantize_yolo(source: Path, out: Path, data: Sequence[np.ndarray], input_nam
     fused = work / f"{source.stem}.silu.onnx"
     silus = silu_as_one_node(pre, fused)
     fp32 = [n.name for n in onnx.load(str(fused), load_external_data=False).graph.node if _YOLO_FP32.search(n.name)]
-    _static(fused, out, input_name, data, fp32)
-    return (f"static QDQ, per-channel int8 weights, uint8 activations (min/max over {len(data)} scenes); backbone "
+    _static(fused, out, input_name, data, fp32, "detector")
+    return (f"static QDQ, per-channel {_types('detector')} (min/max over {len(data)} scenes); backbone "
             f"Conv and MatMul (layers 0-10); neck and detect head fp32 ({len(fp32)} nodes); {silus} SiLUs as one "
             "fp32 QuickGelu node each")
 
@@ -197,15 +225,16 @@ def quantize_yolo(source: Path, out: Path, data: Sequence[np.ndarray], input_nam
 def quantize_clip_image(source: Path, out: Path, data: Sequence[np.ndarray], work: Path) -> str:
     pre = _preprocessed(source, work)
     depthwise = _conv_nodes(pre, depthwise=True)
-    _static(pre, out, "clip_input", data, depthwise, op_types=("Conv",))
-    return (f"static QDQ, per-channel int8 weights, uint8 activations (min/max over {len(data)} scenes and crops); "
+    _static(pre, out, "clip_input", data, depthwise, "image", op_types=("Conv",))
+    return (f"static QDQ, per-channel {_types('image')} (min/max over {len(data)} scenes and crops); "
             f"Conv only, MatMul/Gemm fp32 ({len(depthwise)} depthwise convolutions stay fp32)")
 
 
 def quantize_clip_text(source: Path, out: Path) -> str:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                     reduce_range=not has_vnni())  # without VNNI (see static_types): cosine 0.9993 on the AVX2 EPYC
     return "dynamic, int8 MatMul/Gemm weights, activations quantized per call"
 
 
@@ -213,7 +242,8 @@ def _is_current(facts: ClipFacts | YoloFacts, directory: Path) -> bool:
     import onnxruntime
 
     q = facts.int8
-    return (q is not None and q.recipe == RECIPE and q.source_exported_at == facts.exported_at
+    return (q is not None and q.recipe == RECIPE and q.vnni == has_vnni()
+            and q.source_exported_at == facts.exported_at
             and q.onnxruntime_version == onnxruntime.__version__
             and all((directory / f).is_file() for f in q.files.values()))
 
@@ -221,7 +251,8 @@ def _is_current(facts: ClipFacts | YoloFacts, directory: Path) -> bool:
 def _record(files: dict[str, str], methods: dict[str, str], source_exported_at: str, seconds: float) -> Int8Files:
     import onnxruntime
 
-    return Int8Files(files=files, methods=methods, recipe=RECIPE, onnxruntime_version=onnxruntime.__version__,
+    return Int8Files(files=files, methods=methods, recipe=RECIPE, vnni=has_vnni(),
+                     onnxruntime_version=onnxruntime.__version__,
                      quantized_at=datetime.now(UTC).isoformat(timespec="seconds"),
                      source_exported_at=source_exported_at, quantize_seconds=round(seconds, 1))
 
