@@ -113,7 +113,7 @@ def analyze_connector(settings: Settings, clip: ClipFacts) -> dict:
         "visual-analyze.json.j2", name=settings.ml_commons.analyze_model,
         description=f"image → {clip.variant} embedding + detected objects via the adapter; {managed(settings)}",
         adapter_url=settings.adapter.url.rstrip("/"), client_config=client_config(settings),
-        adapter_token=settings.adapter_token)
+        adapter_token=settings.adapter_token, c=contract)
 
 
 def base64_chars(nbytes: int) -> int:

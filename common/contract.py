@@ -58,6 +58,12 @@ ANALYSIS_OUTPUT = {"global_image_embedding": "embedding", "detected_objects": "o
 # entry (ModelExecutor.getModelOutputValue), and with four vectors in it that was most of OpenSearch's cost per
 # document (bench --only ceiling).
 ANALYSIS_STAGING_FIELD = "vs_analysis"
+# How the analyze connector asks for its vectors: base64 of little-endian float32 instead of JSON numbers. ML Commons
+# parses an answer twice and writes it out once more before the document is built (bench --only ceiling: most of its
+# CPU per document went to the vectors' digits); a base64 string is one token, and the ingest pipeline's script turns
+# it back into the same float32 values. Other callers get JSON numbers unless they ask.
+VECTORS_FIELD = "vectors"
+BASE64_VECTORS = "base64"
 # Where ML Commons keeps a connector's answer that a response_filter selected: the analyze connector's filter is "$"
 # (the whole answer, parsed once), so its output is {"response": <the adapter's JSON>}.
 CONNECTOR_RESPONSE_KEY = "response"

@@ -10,6 +10,8 @@ these answers against them).
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,18 +33,30 @@ def dumps(payload: Any) -> bytes:
     return orjson.dumps(payload, option=_OPTIONS)
 
 
-def analysis(result: dict[str, np.ndarray], model: ModelInfo, thumbnail: str | None) -> JsonBytes:
-    """An analyze_image result as `schemas.AnalyzeResponse`: boxes in original pixels, one object per detection."""
+def base64_floats(vector: np.ndarray) -> str:
+    """A vector as base64 of its little-endian float32 bytes (AnalyzeRequest.vectors = "base64")."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _as_float32(vector: np.ndarray) -> np.ndarray:
+    return np.asarray(vector, dtype=np.float32)
+
+
+def analysis(result: dict[str, np.ndarray], model: ModelInfo, thumbnail: str | None,
+             vectors: str = "json") -> JsonBytes:
+    """An analyze_image result as `schemas.AnalyzeResponse`: boxes in original pixels, one object per detection,
+    vectors as JSON numbers or (`vectors="base64"`) base64 float32."""
+    vector: Callable[[np.ndarray], Any] = base64_floats if vectors == "base64" else _as_float32
     height, width = (int(v) for v in result["image_size"])
     boxes = np.asarray(result["boxes"], dtype=np.float32).reshape(-1, 4)
     scores = np.asarray(result["scores"], dtype=np.float32)
     embeddings = np.asarray(result["object_embeddings"], dtype=np.float32)
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in result["class_names"]]
     objects = [{"bbox": {"x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}, "class_id": int(class_id),
-                "class_name": name, "confidence": score, "object_embedding": embedding}
+                "class_name": name, "confidence": score, "object_embedding": vector(embedding)}
                for box, class_id, name, score, embedding in zip(boxes, result["class_ids"], names, scores, embeddings,
                                                                 strict=True)]
-    return JsonBytes(dumps({"embedding": np.asarray(result["embedding"], dtype=np.float32), "width": width,
+    return JsonBytes(dumps({"embedding": vector(result["embedding"]), "width": width,
                             "height": height, "objects": objects, "model": model.model_dump(),
                             "thumbnail": thumbnail}))
 

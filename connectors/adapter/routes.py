@@ -121,4 +121,4 @@ async def analyze(body: AnalyzeRequest, request: Request) -> Response:
     state.outage.recovered()
     # after the models accepted the image (its pixel count is bounded), off the event loop: it decodes
     thumbnail = await asyncio.to_thread(make_thumbnail, image)
-    return encode.analysis(result, await model_info(state), thumbnail)
+    return encode.analysis(result, await model_info(state), thumbnail, body.vectors)

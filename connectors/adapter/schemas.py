@@ -7,6 +7,8 @@ string "null". Those all mean "absent" here.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 _ABSENT = {"", "null", "none"}
@@ -48,6 +50,9 @@ class AnalyzeRequest(BaseModel):
 
     image: str | None = Field(None, description="base64-encoded image bytes")
     image_url: str | None = None
+    vectors: Literal["json", "base64"] = Field("json", description="how vectors are written: JSON numbers, or "
+                                                                    "base64 of little-endian float32 (the ingest "
+                                                                    "pipeline's connector asks for this)")
 
     @property
     def source(self) -> tuple[str, str] | None:
@@ -65,12 +70,16 @@ class BBox(BaseModel):
     y2: float
 
 
+# a vector: JSON numbers, or (vectors="base64") base64 of its little-endian float32 bytes
+Vector = list[float] | str
+
+
 class DetectedObject(BaseModel):
     bbox: BBox
     class_id: int
     class_name: str
     confidence: float
-    object_embedding: list[float]
+    object_embedding: Vector
 
 
 class ModelInfo(BaseModel):
@@ -81,9 +90,9 @@ class ModelInfo(BaseModel):
 
 
 class AnalyzeResponse(BaseModel):
-    """Field names are the index's: the ingest pipeline's output_map copies them one to one."""
+    """What the ingest pipeline's script moves into the index's fields (common.contract.ANALYSIS_OUTPUT)."""
 
-    embedding: list[float]
+    embedding: Vector
     width: int
     height: int
     objects: list[DetectedObject]

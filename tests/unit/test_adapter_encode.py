@@ -3,6 +3,7 @@ carry every float32 exactly, in the fewest digits (the index stores float32; mor
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -52,3 +53,14 @@ def test_embeddings_are_an_embed_response():
     vectors = [np.ones(4, np.float32) / 2, np.zeros(4, np.float32)]
     parsed = EmbedResponse.model_validate_json(encode.embeddings(vectors[0], vectors, "m").body)
     assert parsed.dimension == 4 and parsed.embedding == [0.5] * 4 and parsed.embeddings[1] == [0.0] * 4
+
+
+def test_base64_vectors_carry_the_same_float32_bytes():
+    result = triton_result(2)
+    parsed = AnalyzeResponse.model_validate_json(encode.analysis(result, MODEL, None, vectors="base64").body)
+    assert isinstance(parsed.embedding, str)
+    assert np.array_equal(np.frombuffer(base64.b64decode(parsed.embedding), "<f4"), result["embedding"])
+    for i, obj in enumerate(parsed.objects):
+        assert isinstance(obj.object_embedding, str)
+        assert np.array_equal(np.frombuffer(base64.b64decode(obj.object_embedding), "<f4"),
+                              result["object_embeddings"][i])
