@@ -101,7 +101,7 @@ def run_offline(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         "servers": {"opensearch": "—", "lucene": "—", "triton": "— (not used)", "profile": settings.profile},
     }
     clip, yolo = ensure_models(settings)
-    results["models"] = facts.model_facts(clip, yolo, settings.yolo_dir, served={})
+    results["models"] = facts.model_facts(clip, yolo, settings.yolo_dir, provenance={})
     if "int8" in args.only:
         with console.status("int8: quantized copies of the exported models (quantized now if missing) …"):
             clip, yolo = ensure_int8(settings, clip, yolo)
@@ -168,10 +168,10 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> dict[str,
                         loader = OpenSearchIngest(ctx, os_index, args.bulk_size, 2)
                         loader.run(shared, 2, "q")
                         loader.close()
-                ctx.request("POST", f"/{os_index}/_refresh")
+                ctx.cluster.refresh(os_index)
                 task = progress.add_task("query latency", total=args.queries)
                 results["query"] = query.run(ctx, os_index, args.queries, progress=lambda: progress.advance(task))
-                results["query"]["documents"] = ctx.request("GET", f"/{os_index}/_count")["count"]
+                results["query"]["documents"] = ctx.cluster.count(os_index)
         results["memory"] = {"idle": idle, "under_load": sampler.result(), "pids": memory.stack_pids(ctx)}
     finally:
         for name in (os_index, naive_index):

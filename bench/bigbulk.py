@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 from opensearchpy import OpenSearch
 
 from bench.context import Context, create_index, delete_index, index_template_body
-from bootstrap.opensearch_api import connect as os_connect
 from client.bulk import Doc, bulk_index
 from client.replay import replay
 from common import contract
@@ -57,23 +55,16 @@ def _account(client: OpenSearch, dead: str, index: str, sent: int) -> dict[str, 
 
 
 def _one_bulk(ctx: Context, index: str, docs: list[tuple[str, str]]) -> float:
-    lines = []
-    for doc_id, b64 in docs:
-        lines.append(json.dumps({"index": {"_id": doc_id}}))
-        lines.append(json.dumps({"image_id": doc_id, contract.IMAGE_FIELD: b64}, separators=(",", ":")))
-    body = ("\n".join(lines) + "\n").encode()
+    body = b"".join(Doc(doc_id, {"image_id": doc_id, contract.IMAGE_FIELD: b64}).action(index) for doc_id, b64 in docs)
     t0 = time.perf_counter()
-    response = ctx.os.post(f"/{index}/_bulk", content=body, headers={"Content-Type": "application/x-ndjson"},
-                           timeout=3600)
-    seconds = time.perf_counter() - t0
-    response.raise_for_status()
-    return seconds
+    ctx.cluster.bulk(body, timeout_s=3600)
+    return time.perf_counter() - t0
 
 
 def run(ctx: Context, count: int, tag: str, progress: Callable[[str], None]) -> dict[str, Any]:
     base, dead = ctx.settings.index.name, ctx.settings.index.dead_letter
     one, stream = f"{base}-bench-{tag}-onebulk", f"{base}-bench-{tag}-stream"
-    client = os_connect(ctx.settings.opensearch)
+    client = ctx.cluster.client
     docs = small_jpegs(count)
     body = index_template_body(ctx, with_ingest_pipeline=True)
     out: dict[str, Any] = {"images": count, "mean_jpeg_kb": round(sum(len(b) * 3 / 4 for _, b in docs)

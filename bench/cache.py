@@ -144,7 +144,7 @@ def run(ctx: Context, tag: str, documents: int = 1000, repeats: int = 30, mix: i
         for variant, index in indices.items():
             progress(variant)
             variants.append({"variant": variant, **store.stored_fields(bodies[variant]),
-                             "documents": ctx.request("GET", f"/{index}/_count")["count"],
+                             "documents": ctx.cluster.count(index),
                              **measure(ctx, index, rng, repeats, mix, concurrency)})
     finally:
         for index in indices.values():

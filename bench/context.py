@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from bootstrap.reconcile import flatten_settings
+from bootstrap.compare import flatten_settings
+from bootstrap.opensearch_api import Cluster, ClusterError, cluster_for
 from common.config import Settings
 from common.errors import VisualSearchError
 from common.model_facts import ClipFacts, MissingArtifactError, YoloFacts
@@ -26,12 +27,12 @@ class StackDown(VisualSearchError):
 @dataclass
 class Context:
     settings: Settings
-    os: httpx.Client  # keep-alive client to OpenSearch, shared by every timed call
+    cluster: Cluster  # keep-alive client to OpenSearch, shared by every timed call
     adapter: httpx.Client
     clip: ClipFacts
     yolo: YoloFacts
     yolo_dir: Path
-    served: dict[str, str] = field(default_factory=dict)  # analyze_image's provenance parameters
+    provenance: dict[str, str] = field(default_factory=dict)  # the parameters analyze_image reports its models by
     embed_model_id: str = ""
 
     @property
@@ -42,18 +43,8 @@ class Context:
     def triton_http(self) -> str:
         return f"http://{self.settings.triton.http_url}"
 
-    def request(self, method: str, path: str, body: Any = None, *, content: bytes | None = None,
-                params: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201)) -> Any:
-        """One OpenSearch call; a status outside `ok` raises with the cluster's reason."""
-        headers = {"Content-Type": "application/x-ndjson" if content is not None else "application/json"}
-        response = self.os.request(method, path, json=body if content is None else None, content=content,
-                                   params=params, headers=headers)
-        if response.status_code not in ok:
-            raise RuntimeError(f"{method} {path} → {response.status_code}: {response.text[:500]}")
-        return response.json() if response.content else None
-
     def close(self) -> None:
-        self.os.close()
+        self.cluster.client.close()
         self.adapter.close()
 
 
@@ -67,25 +58,32 @@ def _parameters(config: dict[str, Any]) -> dict[str, str]:
     return {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
 
 
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def connect(settings: Settings) -> Context:
     """Checks that OpenSearch, Triton and the adapter answer, and reads the served models' facts."""
     o, t, a = settings.opensearch, settings.triton, settings.adapter
-    checks = {"OpenSearch": f"{o.url}/_cluster/health", "Triton": f"http://{t.http_url}/v2/health/ready",
-              "adapter": f"http://{a.host}:{a.port}/health"}
+    cluster = cluster_for(o, timeout_s=600)
     down = []
-    for name, url in checks.items():
-        secured = name == "OpenSearch"  # Triton and the adapter's /health need no credentials
-        try:
-            if httpx.get(url, timeout=5, auth=o.auth() if secured else None,
-                         verify=o.verify if secured else True).status_code != 200:
-                down.append(f"{name} ({url})")
-        except httpx.HTTPError:
+    try:
+        cluster.request("GET", "/_cluster/health", timeout_s=5)
+    except ClusterError:
+        down.append(f"OpenSearch ({o.url})")
+    # Triton and the adapter's /health need no credentials
+    for name, url in {"Triton": f"http://{t.http_url}/v2/health/ready",
+                      "adapter": f"http://{a.host}:{a.port}/health"}.items():
+        if not _answers(url):
             down.append(f"{name} ({url})")
     if down:
         raise StackDown(f"not reachable: {', '.join(down)}; start the stack with `make up`")
 
     triton = f"http://{t.http_url}"
-    served = _parameters(_get_json(f"{triton}/v2/models/analyze_image/config"))
+    provenance = _parameters(_get_json(f"{triton}/v2/models/analyze_image/config"))
     yolo_params = _parameters(_get_json(f"{triton}/v2/models/yolo/config"))
     yolo_dir = Path(yolo_params["onnx_path"]).parent if "onnx_path" in yolo_params else settings.yolo_dir
     clip_params = _parameters(_get_json(f"{triton}/v2/models/clip_image/config"))
@@ -97,31 +95,22 @@ def connect(settings: Settings) -> Context:
                         "removed since the stack started, restart it: `make down && make up`") from exc
 
     token = settings.adapter_token
-    ctx = Context(settings=settings,
-                  os=httpx.Client(base_url=o.url, auth=o.auth(), verify=o.verify, timeout=600),
-                  adapter=httpx.Client(base_url=f"http://{a.host}:{a.port}", timeout=120,
-                                       headers={"Authorization": f"Bearer {token}"} if token else None),
-                  clip=clip, yolo=yolo, yolo_dir=yolo_dir, served=served)
-    ctx.embed_model_id = find_model_id(ctx, settings.ml_commons.embed_model)
-    return ctx
-
-
-def find_model_id(ctx: Context, name: str) -> str:
-    query = {"query": {"bool": {"must": [{"term": {"name.keyword": name}}],
-                                "must_not": [{"exists": {"field": "chunk_number"}}]}}, "size": 1}
-    hits = ctx.request("POST", "/_plugins/_ml/models/_search", query)["hits"]["hits"]
-    if not hits:
-        raise StackDown(f"ML Commons model {name!r} not found; run `make bootstrap`")
-    return str(hits[0]["_id"])
+    model = cluster.find_model(settings.ml_commons.embed_model)
+    if model is None:
+        raise StackDown(f"ML Commons model {settings.ml_commons.embed_model!r} not found; run `make bootstrap`")
+    return Context(settings=settings, cluster=cluster,
+                   adapter=httpx.Client(base_url=f"http://{a.host}:{a.port}", timeout=120,
+                                        headers={"Authorization": f"Bearer {token}"} if token else None),
+                   clip=clip, yolo=yolo, yolo_dir=yolo_dir, provenance=provenance, embed_model_id=model["id"])
 
 
 def index_template_body(ctx: Context, *, with_ingest_pipeline: bool) -> dict[str, Any]:
     """Settings and mappings of the configured images index template, for a bench index of another name."""
     name = ctx.settings.index.name
-    found = ctx.request("GET", f"/_index_template/{name}")["index_templates"]
-    if not found:
+    found = ctx.cluster.get_index_template(name)
+    if found is None:
         raise StackDown(f"index template {name!r} not found; run `make bootstrap`")
-    return template_body(found[0]["index_template"]["template"], with_ingest_pipeline=with_ingest_pipeline)
+    return template_body(found["template"], with_ingest_pipeline=with_ingest_pipeline)
 
 
 def template_body(template: dict[str, Any], *, with_ingest_pipeline: bool) -> dict[str, Any]:
@@ -148,14 +137,14 @@ def create_index(ctx: Context, name: str, body: dict[str, Any]) -> None:
     delete_index(ctx, name)
     settings = body.get("settings", {})
     index = {**settings.get("index", {}), **FRESH_STORE_STATS}
-    ctx.request("PUT", f"/{name}", {**body, "settings": {**settings, "index": index}})
+    ctx.cluster.create_index(name, {**body, "settings": {**settings, "index": index}})
 
 
 def store_bytes(ctx: Context, index: str) -> int:
     """The primaries' store size of an index `create_index` made, as it is on disk now."""
-    stats = ctx.request("GET", f"/{index}/_stats/store")["indices"][index]["primaries"]
+    stats = ctx.cluster.request("GET", f"/{index}/_stats/store")["indices"][index]["primaries"]
     return int(stats["store"]["size_in_bytes"])
 
 
 def delete_index(ctx: Context, name: str) -> None:
-    ctx.request("DELETE", f"/{name}", ok=(200, 404))
+    ctx.cluster.delete_index(name, missing_ok=True)

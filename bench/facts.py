@@ -49,8 +49,8 @@ def packages() -> dict[str, str]:
 
 
 def servers(ctx: Context) -> dict[str, Any]:
-    root = ctx.request("GET", "/")
-    plugins = ctx.request("GET", "/_cat/plugins", params={"format": "json"})
+    root = ctx.cluster.request("GET", "/")
+    plugins = ctx.cluster.request("GET", "/_cat/plugins", params={"format": "json"})
     triton = httpx.get(f"{ctx.triton_http}/v2", timeout=10).json()
     return {
         "opensearch": root["version"]["number"], "lucene": root["version"]["lucene_version"],
@@ -60,12 +60,13 @@ def servers(ctx: Context) -> dict[str, Any]:
 
 
 def models(ctx: Context) -> dict[str, Any]:
-    return model_facts(ctx.clip, ctx.yolo, ctx.yolo_dir, ctx.served)
+    return model_facts(ctx.clip, ctx.yolo, ctx.yolo_dir, ctx.provenance)
 
 
-def model_facts(c: ClipFacts, y: YoloFacts, yolo_dir: Path, served: dict[str, str]) -> dict[str, Any]:
+def model_facts(c: ClipFacts, y: YoloFacts, yolo_dir: Path, provenance: dict[str, str]) -> dict[str, Any]:
+    """`provenance`: the parameters analyze_image reports its models by (kept under "served" in the results)."""
     return {
-        "served": served,
+        "served": provenance,
         "clip": {"variant": c.variant, "weights": c.weights, "embedding_dim": c.embedding_dim,
                  "image_size": c.image_size, "open_clip": c.open_clip_version},
         "yolo": {"name": y.name, "weights": y.weights, "requested_weights": y.requested_weights,

@@ -161,7 +161,7 @@ class NaiveIngest:
                                                "width": im.width, "height": im.height,
                                                "global_image_embedding": analysis.embedding,
                                                "detected_objects": analysis.objects}))
-        response = self.ctx.request("POST", f"/{self.index}/_bulk", content=bulk_body(actions))
+        response = self.ctx.cluster.bulk(bulk_body(actions), self.index)
         seconds = time.perf_counter() - t0
         return PassResult("naive", 1, len(images), seconds, bulk_failures(response, self.index), objects)
 

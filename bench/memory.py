@@ -95,7 +95,7 @@ class MemorySampler:
                         if model:
                             self.samples.setdefault(f"triton_stub_{model}_pss_mb", []).append(_rss_pss([proc])[1])
         with contextlib.suppress(Exception):
-            nodes = self.ctx.request("GET", "/_nodes/stats/jvm")["nodes"]
+            nodes = self.ctx.cluster.request("GET", "/_nodes/stats/jvm")["nodes"]
             heap = sum(n["jvm"]["mem"]["heap_used_in_bytes"] for n in nodes.values())
             heap_max = sum(n["jvm"]["mem"]["heap_max_in_bytes"] for n in nodes.values())
             self.samples.setdefault("opensearch_heap_used_mb", []).append(heap / MB)

@@ -50,13 +50,13 @@ def run(ctx: Context, index: str, queries: int, warmup: int = 3,
     model = ctx.embed_model_id
 
     def search(body: dict[str, Any]) -> Any:
-        return ctx.request("POST", f"/{index}/_search", body)
+        return ctx.cluster.request("POST", f"/{index}/_search", body)
 
     calls: dict[str, Callable[[str], Any]] = {
         "triton_embed_text": lambda t: embed_text(triton, t),
         "adapter_embed": lambda t: ctx.adapter.post("/v1/embed", json={"text": t}).raise_for_status(),
-        "ml_predict": lambda t: ctx.request("POST", f"/_plugins/_ml/models/{model}/_predict",
-                                            {"parameters": {"inputText": t}}),
+        "ml_predict": lambda t: ctx.cluster.request("POST", f"/_plugins/_ml/models/{model}/_predict",
+                                                    {"parameters": {"inputText": t}}),
         "knn": lambda t: search(_wrap(GLOBAL, "knn", {"vector": vectors[t]})),
         "neural": lambda t: search(_wrap(GLOBAL, "neural", {"query_text": t})),
         "nested_knn": lambda t: search(_wrap(OBJECT, "knn", {"vector": vectors[t]})),

@@ -140,7 +140,7 @@ def load(ctx: Context, index: str, data: np.ndarray, progress: Callable[[int], N
     """Bulk-loads `data` (ids = row numbers) in LOAD_STREAMS parallel streams with refresh off, then refreshes."""
 
     def send(start: int) -> int:
-        response = ctx.request("POST", f"/{index}/_bulk", content=_bulk_lines(data[start:start + BULK_DOCS], start))
+        response = ctx.cluster.bulk(_bulk_lines(data[start:start + BULK_DOCS], start), index)
         if response.get("errors"):
             first = next(i for i in response["items"] if "error" in next(iter(i.values())))
             raise RuntimeError(f"bulk load into {index} failed: {first}")
@@ -151,7 +151,7 @@ def load(ctx: Context, index: str, data: np.ndarray, progress: Callable[[int], N
         for done in pool.map(send, range(0, len(data), BULK_DOCS)):
             if progress:
                 progress(done)
-    ctx.request("POST", f"/{index}/_refresh")
+    ctx.cluster.refresh(index)
     return time.perf_counter() - t0
 
 
@@ -171,13 +171,12 @@ def run_one(ctx: Context, count: int, queries: int, tag: str, force_merge: bool 
     create_index(ctx, index, body)
     try:
         load_s = load(ctx, index, data, progress)
-        segments_loaded = len(ctx.request("GET", f"/_cat/segments/{index}", params={"format": "json"}))
+        segments_loaded = len(ctx.cluster.request("GET", f"/_cat/segments/{index}", params={"format": "json"}))
         t0 = time.perf_counter()
         if force_merge:  # one graph: recall independent of how the load was flushed (minutes for 100k vectors)
-            ctx.os.post(f"/{index}/_forcemerge", params={"max_num_segments": "1"}, timeout=3600).raise_for_status()
-            ctx.request("POST", f"/{index}/_refresh")
+            ctx.cluster.force_merge(index)
         merge_s = time.perf_counter() - t0
-        segments = len(ctx.request("GET", f"/_cat/segments/{index}", params={"format": "json"}))
+        segments = len(ctx.cluster.request("GET", f"/_cat/segments/{index}", params={"format": "json"}))
         modes: dict[str, dict[str, Any]] = {"product": knn_options(K), "k_only": {"k": K}}
         for ef in sorted({*EF_SWEEP, s.hnsw_ef_search}):
             modes[f"ef_{ef}"] = {"k": K, "method_parameters": {"ef_search": ef}}
@@ -187,7 +186,7 @@ def run_one(ctx: Context, count: int, queries: int, tag: str, force_merge: bool 
                 query = {"size": K, "_source": False,
                          "query": {"knn": {FIELD: {"vector": probe, **extra}}}}
                 t1 = time.perf_counter()
-                found = ctx.request("POST", f"/{index}/_search", query)
+                found = ctx.cluster.request("POST", f"/{index}/_search", query)
                 results[mode]["ms"].append((time.perf_counter() - t1) * 1000)
                 results[mode]["took"].append(float(found["took"]))
                 ids = {int(h["_id"]) for h in found["hits"]["hits"]}

@@ -43,7 +43,7 @@ import numpy as np
 
 from bench.context import Context, create_index, delete_index, index_template_body
 from bench.recall import clustered_vectors
-from bootstrap import reconcile
+from bootstrap import compare
 from client.queries import knn_options
 from common.config import CODECS
 from common.vectors import wire_floats
@@ -55,7 +55,7 @@ CLASSES = ("circle", "square", "triangle", "star", "cross")
 TAGS = ("holiday", "garden", "work", "family", "night", "city", "beach", "snow")
 VARIANTS = ("template", "long floats", "vector doc values", "recovery source", "other codec", "other derived source",
             "sq encoder")
-DERIVED_SOURCE = reconcile.DERIVED_SOURCE.removeprefix("index.")  # as bench.context's flat index settings name it
+DERIVED_SOURCE = compare.DERIVED_SOURCE.removeprefix("index.")  # as bench.context's flat index settings name it
 
 
 def _long(v: np.ndarray) -> list[float]:
@@ -146,7 +146,7 @@ def _recall(ctx: Context, index: str, data: np.ndarray) -> dict[str, Any]:
         query = {"size": K, "_source": False, "query": {"knn": {"global_image_embedding": {
             "vector": probe, **knn_options(K)}}}}
         t0 = time.perf_counter()
-        hits = ctx.request("POST", f"/{index}/_search", query)["hits"]["hits"]
+        hits = ctx.cluster.request("POST", f"/{index}/_search", query)["hits"]["hits"]
         ms.append((time.perf_counter() - t0) * 1000)
         ids = {int(h["_id"]) for h in hits}
         found.append(len(ids & set(truth[i].tolist())) / K)
@@ -163,10 +163,10 @@ def load(ctx: Context, index: str, docs: list[dict[str, Any]],
             source = _render(doc, floats)
             sent += len(source)
             lines += [json.dumps({"index": {"_id": str(start + offset)}}), source]
-        response = ctx.request("POST", f"/{index}/_bulk", content=("\n".join(lines) + "\n").encode())
+        response = ctx.cluster.bulk("\n".join(lines) + "\n", index)
         if response.get("errors"):
             raise RuntimeError(f"bulk into {index} failed: {str(response)[:500]}")
-    ctx.request("POST", f"/{index}/_refresh")
+    ctx.cluster.refresh(index)
     return sent
 
 
@@ -179,11 +179,10 @@ def run_variant(ctx: Context, variant: str, docs: list[dict[str, Any]], data: np
         sent = load(ctx, index, docs, _long if variant == "long floats" else wire_floats)
         load_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ctx.os.post(f"/{index}/_forcemerge", params={"max_num_segments": "1"}, timeout=3600).raise_for_status()
-        ctx.request("POST", f"/{index}/_refresh")
+        ctx.cluster.force_merge(index)
         merge_s = time.perf_counter() - t0
-        store = ctx.request("GET", f"/{index}/_stats/store,docs")["indices"][index]["primaries"]
-        files = ctx.request("GET", f"/{index}/_segments")["indices"][index]["shards"]["0"][0]["segments"]
+        store = ctx.cluster.request("GET", f"/{index}/_stats/store,docs")["indices"][index]["primaries"]
+        files = ctx.cluster.request("GET", f"/{index}/_segments")["indices"][index]["shards"]["0"][0]["segments"]
         per_image = store["store"]["size_in_bytes"] / len(docs)
         return {"variant": variant, **stored_fields(body),
                 "documents": store["docs"]["count"], "segments": len(files),

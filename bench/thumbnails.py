@@ -59,11 +59,10 @@ def _store_bytes(ctx: Context, index: str, documents: list[dict[str, Any]]) -> i
     for i, doc in enumerate(documents):
         lines += [{"index": {"_index": index, "_id": str(i)}}, doc]
     content = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    response = ctx.request("POST", "/_bulk", content=content, params={"refresh": "true"})
+    response = ctx.cluster.bulk(content, params={"refresh": "true"})
     if response.get("errors"):
         raise RuntimeError(f"bulk into {index} failed: {str(response)[:500]}")
-    ctx.request("POST", f"/{index}/_forcemerge", params={"max_num_segments": "1"})
-    ctx.request("POST", f"/{index}/_refresh")
+    ctx.cluster.force_merge(index)
     return store_bytes(ctx, index)
 
 

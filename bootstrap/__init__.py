@@ -1,1 +1,1 @@
-"""The admin side: the local stack launcher (OpenSearch, Triton, adapter) and the bootstrap reconciler."""
+"""The bootstrap: OpenSearch and ML Commons made to match the config (`reconcile`), over one client."""

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 
+from bootstrap.deploy import ModelDeployer, is_deployed
 from bootstrap.lock import bootstrap_lock
-from bootstrap.opensearch_api import DEPLOYED, Cluster, ClusterError, connect
+from bootstrap.opensearch_api import Cluster, ClusterError, cluster_for
 from common.config import Settings
 
 
@@ -22,9 +23,9 @@ def managed_models(settings: Settings) -> list[str]:
 
 def ensure_deployed(settings: Settings, cluster: Cluster | None = None, timeout_s: float = 600,
                     pause_s: float = 5) -> dict[str, str]:
-    """Model name → what was done ("served", "deployed", "absent", or the last error). Right after a restart
+    """Model name → what was done ("already deployed", "deployed", "absent", or the last error). Right after a restart
     ML Commons answers 500 until its system indices are ready, so failed rounds are repeated until `timeout_s`."""
-    cluster = cluster or Cluster(connect(settings.opensearch), settings.opensearch.url)
+    cluster = cluster or cluster_for(settings.opensearch)
     deadline = time.monotonic() + timeout_s
     while True:
         outcome: dict[str, str] = {}
@@ -45,9 +46,9 @@ def _ensure_one(cluster: Cluster, name: str) -> str:
         if found is None:
             return "absent"
         model_id = found["id"]
-        if cluster.model_state(model_id) == DEPLOYED and cluster.serves_everywhere(cluster.served_on(model_id)):
-            return "served"
-        cluster.deploy_model(model_id, name=name)
+        if is_deployed(cluster, model_id, found.get("model_state", "")):
+            return "already deployed"
+        ModelDeployer(cluster).deploy(model_id, name=name)
         return "deployed"
     except ClusterError as exc:
         return f"error: {exc}"

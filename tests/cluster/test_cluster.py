@@ -149,7 +149,7 @@ def test_three_secure_nodes_form_one_green_cluster_and_every_node_serves_the_mod
     for name in managed_models(stack.settings):
         model = stack.cluster.find_model(name)
         assert model is not None, name
-        assert stack.cluster.served_on(model["id"]) == nodes, f"{name} is not deployed on every node"
+        assert stack.cluster.nodes_holding(model["id"]) == nodes, f"{name} is not deployed on every node"
     for i in range(NODES):  # every node speaks TLS verified by the project's CA and refuses anonymous requests
         url = stack.settings.opensearch.node_url(i)
         assert httpx.get(f"{url}/", verify=stack.settings.opensearch.verify).status_code == 401
@@ -211,7 +211,7 @@ def test_a_node_killed_mid_bulk_loses_nothing_and_the_hits_stay_the_same(stack: 
     nodes = stack.cluster.model_nodes()
     for name in managed_models(stack.settings):
         model = stack.cluster.find_model(name)
-        assert model is not None and stack.cluster.served_on(model["id"]) == nodes, f"{name} not on every node"
+        assert model is not None and stack.cluster.nodes_holding(model["id"]) == nodes, f"{name} not on every node"
 
 
 def test_one_of_two_triton_replicas_killed_mid_bulk_loses_nothing(stack: ClusterStack, second_triton) -> None:

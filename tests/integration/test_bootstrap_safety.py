@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from bootstrap import desired
+from bootstrap.deploy import ModelDeployer
 from bootstrap.lock import LOCK_ID, LOCK_INDEX, bootstrap_lock
 from bootstrap.opensearch_api import Cluster, connect
 from bootstrap.reconcile import Reconciler
@@ -52,15 +53,14 @@ def run_cli(url: str, *args: str, timeout: float = 600) -> subprocess.CompletedP
 
 
 def count_named(cluster: Cluster, kind: str, name: str) -> int:
-    extra = [{"exists": {"field": "chunk_number"}}] if kind == "models" else None
-    return len(cluster._search_ml(kind, name, extra))
+    return len(cluster.search_ml(kind, name))
 
 
 def assert_deployed(cluster: Cluster, model_name: str) -> None:
     model = cluster.find_model(model_name)
     assert model is not None, f"no model {model_name}"
-    assert cluster.model_state(model["id"]) == "DEPLOYED"
-    assert cluster.served_on(model["id"]), f"{model_name} is recorded DEPLOYED but no node serves it"
+    assert cluster.get_model(model["id"])["model_state"] == "DEPLOYED"
+    assert cluster.nodes_holding(model["id"]), f"{model_name} is recorded DEPLOYED but no node serves it"
 
 
 def restore_ml_settings(cluster: Cluster, before: dict, settings: Settings) -> None:
@@ -129,8 +129,8 @@ def test_model_undeployed_by_hand_is_deployed_again(shared_node, clip_facts: Cli
     name = settings.ml_commons.embed_model
     model = cluster.find_model(name)
     assert model is not None
-    cluster.undeploy_model(model["id"])
-    assert not cluster.served_on(model["id"])
+    ModelDeployer(cluster).undeploy(model["id"])
+    assert not cluster.nodes_holding(model["id"])
 
     with bootstrap_lock(cluster):
         plan = Reconciler(cluster, settings).run(clip_facts)

@@ -20,7 +20,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from bootstrap.opensearch_api import DEPLOYED, Cluster, connect
+from bootstrap.deploy import is_deployed
+from bootstrap.opensearch_api import Cluster, connect
 from common.config import REPO_ROOT, Settings, load_config
 from localstack import supervisor
 from localstack.processes import free_ports
@@ -101,7 +102,7 @@ def models_deployed(stack: Stack) -> bool:
     cluster = Cluster(stack.client, stack.settings.opensearch.url)
     for name in (stack.settings.ml_commons.embed_model, stack.settings.ml_commons.analyze_model):
         model = cluster.find_model(name)
-        if model is None or cluster.model_state(model["id"]) != DEPLOYED or not cluster.served_on(model["id"]):
+        if model is None or not is_deployed(cluster, model["id"]):
             return False
     return True
 

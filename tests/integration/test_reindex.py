@@ -20,6 +20,7 @@ The objects get names of their own (`reidx-*`) so that they never meet the stack
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import os
@@ -31,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bootstrap.deploy import ModelDeployer
 from bootstrap.opensearch_api import Cluster, ClusterError
+from bootstrap.plan import Replacement
 from bootstrap.reconcile import Plan, Reconciler
 from client.replay import replay
 from common.config import Settings
@@ -94,7 +97,7 @@ def remove_deployment(cluster: Cluster, settings: Settings) -> None:
     for name in (mlc.embed_model, mlc.analyze_model):
         model = cluster.find_model(name)
         if model:
-            cluster.undeploy_model(model["id"])
+            ModelDeployer(cluster).undeploy(model["id"])
             cluster.delete_model(model["id"])
         connector = cluster.find_connector(name)
         if connector:
@@ -222,7 +225,9 @@ def test_index_left_closed_is_reopened_by_the_next_bootstrap(deployment: Setting
 def step_of(plan: Plan) -> dict:
     step = plan.step("index", INDEX)
     assert step is not None and step.action == "replace", plan.lines()
-    return step.data["result"]
+    result = step.payload(Replacement).result
+    assert result is not None, "the replacement reported no result"
+    return dataclasses.asdict(result)
 
 
 def test_replace_reanalyzes_url_documents_and_moves_the_alias(deployment: Settings, cluster: Cluster,

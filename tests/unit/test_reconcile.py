@@ -17,19 +17,14 @@ from typing import Any, cast
 
 import pytest
 
+from bootstrap.apply import apply
+from bootstrap.compare import MappingDiff, compare_mapping
 from bootstrap.desired import MANAGED, desired_state
+from bootstrap.diff import diff
+from bootstrap.observe import observe
 from bootstrap.opensearch_api import Cluster, ClusterError
-from bootstrap.reconcile import (
-    MappingDiff,
-    Plan,
-    Reconciler,
-    ReplaceRefused,
-    Step,
-    apply,
-    compare_mapping,
-    diff,
-    observe,
-)
+from bootstrap.plan import Plan, Replacement, ReplaceRefused, ReplaceResult, Step
+from bootstrap.reconcile import Reconciler
 from common import contract
 from common.config import Settings, load_config
 from common.model_facts import ClipFacts
@@ -97,7 +92,7 @@ class MemoryCluster:
         self._write("put_persistent_settings", values)
         self.settings.update(values)
 
-    def search_ml_all(self, kind: str) -> list[dict]:
+    def search_ml(self, kind: str) -> list[dict]:
         records = sorted(self.ml[kind].items(), key=lambda item: item[1]["created_time"])
         return [{"id": k, **copy.deepcopy(v)} for k, v in records]
 
@@ -107,7 +102,7 @@ class MemoryCluster:
     def get_model(self, model_id: str) -> dict:
         return {"id": model_id, **copy.deepcopy(self.ml["models"][model_id])}
 
-    def create_model_group(self, name: str, description: str) -> str:
+    def create_model_group(self, name: str, description: str, access: dict | None = None) -> str:
         self._write("create_model_group", name)
         return self._new("model_groups", {"name": name, "description": description})
 
@@ -127,7 +122,7 @@ class MemoryCluster:
         self._write("register_model", body["name"])
         assert body["connector_id"] in self.ml["connectors"], body
         assert body["model_group_id"] in self.ml["model_groups"], body
-        return self._new("models", {**copy.deepcopy(body), "model_state": "REGISTERED", "served": False})
+        return self._new("models", {**copy.deepcopy(body), "model_state": "REGISTERED", "held": False})
 
     def update_model(self, model_id: str, body: dict) -> None:
         self._write("update_model", (model_id, body))
@@ -136,22 +131,31 @@ class MemoryCluster:
             raise ClusterError("the model is deployed: undeploy it before changing its connector", 400)
         model.update(body)
 
-    def model_state(self, model_id: str) -> str:
-        return self.ml["models"][model_id]["model_state"]
+    # the calls of `bootstrap.deploy.MLCommons`: one node, deploys and undeploys done at once
+    def nodes_holding(self, model_id: str) -> list[str]:
+        return ["node-1"] if self.ml["models"][model_id]["held"] else []
 
-    def served_on(self, model_id: str) -> list[str]:
-        return ["node-1"] if self.ml["models"][model_id]["served"] else []
+    def nodes_stuck(self, model_id: str) -> list[str]:
+        return []
 
-    def serves_everywhere(self, served: list[str]) -> bool:
-        return served == ["node-1"]
+    def model_nodes(self) -> list[str]:
+        return ["node-1"]
 
-    def deploy_model(self, model_id: str, name: str | None = None) -> None:
-        self._write("deploy_model", name)
-        self.ml["models"][model_id].update(model_state="DEPLOYED", served=True)
+    def deploy_task_running(self, model_id: str, since_ms: int) -> bool:
+        return False
 
-    def undeploy_model(self, model_id: str) -> None:
+    def start_deploy(self, model_id: str) -> str | None:
+        self._write("deploy_model", model_id)
+        self.ml["models"][model_id].update(model_state="DEPLOYED", held=True)
+        return None
+
+    def wait_ml_task(self, task_id: str, timeout_s: float) -> dict:
+        raise AssertionError("the memory cluster's deploys need no task")
+
+    def request_undeploy(self, model_id: str, node_ids: list[str] | None = None) -> None:
+        assert node_ids is None, "one node: nothing is stuck on some nodes only"
         self._write("undeploy_model", model_id)
-        self.ml["models"][model_id].update(model_state="UNDEPLOYED", served=False)
+        self.ml["models"][model_id].update(model_state="UNDEPLOYED", held=False)
 
     def delete_model(self, model_id: str) -> None:
         self._write("delete_model", model_id)
@@ -510,7 +514,7 @@ def test_model_that_no_node_serves_is_deployed_again(settings: Settings):
     cluster = MemoryCluster()
     first = bootstrap(cluster, settings)
     model_id = first.ids[f"model:{settings.ml_commons.embed_model}"]
-    cluster.ml["models"][model_id]["served"] = False  # a restart: the record says DEPLOYED, no node holds it
+    cluster.ml["models"][model_id]["held"] = False  # a restart: the record says DEPLOYED, no node holds it
     plan = plan_for(cluster, settings)
     assert [s.key for s in plan.changes] == [f"model:{settings.ml_commons.embed_model}"]
     assert "no node serves it" in plan.changes[0].detail
@@ -657,8 +661,8 @@ def test_dimension_change_with_the_flag_rebuilds_the_index_and_moves_the_alias(s
     plan = bootstrap(cluster, settings, S3, allow_reindex=True, say=said.append)
 
     step = get_step(plan, "index", name)
-    assert step.data["result"] == {"target": f"{name}-v2", "retired": f"{name}-v1", "indexed": 2,
-                                   "dead_lettered": 0, "not_carried": 1}
+    assert step.payload(Replacement).result == ReplaceResult(target=f"{name}-v2", retired=f"{name}-v1", indexed=2,
+                                                             dead_lettered=0, not_carried=1)
     assert cluster.resolve_index(name) == (f"{name}-v2", True)
     new = cluster.indices[f"{name}-v2"]
     assert sorted(new["docs"]) == ["by-url-1", "by-url-2"]
@@ -696,8 +700,8 @@ def test_unreachable_image_url_is_dead_lettered_during_a_replace(settings: Setti
     cluster.served_dim = 768
     cluster.unreachable_urls.add("http://images/2.jpg")
     plan = bootstrap(cluster, settings, S3, allow_reindex=True)
-    result = get_step(plan, "index", settings.index.name).data["result"]
-    assert (result["indexed"], result["dead_lettered"], result["not_carried"]) == (1, 1, 1)
+    result = get_step(plan, "index", settings.index.name).payload(Replacement).result
+    assert result is not None and (result.indexed, result.dead_lettered, result.not_carried) == (1, 1, 1)
     letter = cluster.indices[settings.index.dead_letter]["docs"]["by-url-2"]
     assert letter["image_url"] == "http://images/2.jpg" and "global_image_embedding" not in letter
 

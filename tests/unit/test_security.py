@@ -15,7 +15,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from fastapi.testclient import TestClient
 
 from bootstrap import desired
-from bootstrap.reconcile import MLObject, Observed, diff
+from bootstrap.diff import diff
+from bootstrap.observe import MLObject, Observed
+from bootstrap.plan import GroupAccess
 from common.config import load_config
 from common.credentials import (
     ADMIN_USER,
@@ -222,7 +224,7 @@ def test_model_group_access_is_restricted_to_the_model_users_role(clip: ClipFact
     open_group = MLObject(id="g1", name=name, description=want.model_group_description)
     step = diff(want, _observed(open_group)).step("model_group", name)
     assert step is not None and step.action == "update"
-    assert step.data["access"] == {"access_mode": "restricted", "backend_roles": [MODEL_USERS_ROLE]}
+    assert step.payload(GroupAccess).access == {"access_mode": "restricted", "backend_roles": [MODEL_USERS_ROLE]}
     restricted = MLObject(id="g1", name=name, description=want.model_group_description, access="restricted",
                           backend_roles=(MODEL_USERS_ROLE,))
     step = diff(want, _observed(restricted)).step("model_group", name)
