@@ -8,12 +8,14 @@ model of), and models are deployed with the restart-safe `bootstrap.deploy.Model
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bootstrap.compare import CLOSED_SETTINGS, fingerprint, stamp
 from bootstrap.deploy import ModelDeployer
-from bootstrap.opensearch_api import Cluster
+from bootstrap.desired import deployment_of
+from bootstrap.opensearch_api import Cluster, ClusterError
 from bootstrap.plan import (
     ClusterSettingsChange,
     ConnectorBody,
@@ -84,11 +86,69 @@ def _create_connector(run: _Run, step: Step) -> None:
     step.id = run.cluster.create_connector(step.payload(ConnectorBody).body)
 
 
+# ML Commons' refusals (update, delete) name the models it counts as using the connector
+_BLOCKERS = re.compile(r"models are still using this connector[^\[]*\[([^\]]*)\]")
+
+
+def connector_blockers(error: ClusterError) -> list[str]:
+    """The model ids ML Commons names when it refuses to change a connector "still used" by them; [] for another
+    error."""
+    found = _BLOCKERS.search(str(error))
+    return [i.strip() for i in found.group(1).split(",") if i.strip()] if found else []
+
+
 def _update_connector(run: _Run, step: Step) -> None:
+    """Its own models are undeployed first. ML Commons 2.19 may still refuse: it counts as "using" the connector
+    every deployed model whose connector id shares a word with this one's (a match query on the id as analyzed text,
+    so ids that contain "-" share tokens; all ids a node generates share its middle part). Models managed by this
+    bootstrap that it names are undeployed too, the update retried, and they are deployed again; another
+    application's models are never touched: the error then says which to undeploy by hand."""
     data = step.payload(ConnectorBody)
     for model_id in data.undeploy:
         run.models.undeploy_if_held(model_id)
+    try:
+        run.cluster.update_connector(_id(step), data.body)
+        return
+    except ClusterError as exc:
+        blockers = connector_blockers(exc)
+        if not blockers:
+            raise
+        foreign = [m for m in blockers if deployment_of(run.cluster.get_model(m).get("description")) is None]
+        if foreign:
+            raise ClusterError(f"ML Commons refuses to update connector {step.name} ({_id(step)}) while models "
+                               f"{', '.join(foreign)} are deployed: its check matches connector ids as text, so "
+                               "models of other connectors can block it. Undeploy them, bootstrap again, and deploy "
+                               "them again.") from exc
+    run.say(f"connector {step.name}: ML Commons counted models {', '.join(blockers)} as its users (ids that share a "
+            "word); undeployed for the update and deployed again")
+    for model_id in blockers:
+        run.models.undeploy_if_held(model_id)
     run.cluster.update_connector(_id(step), data.body)
+    for model_id in blockers:
+        if model_id not in data.undeploy:  # the connector's own models are deployed by their own steps
+            run.models.deploy(model_id)
+
+
+def delete_connector(cluster: Cluster, connector_id: str) -> str | None:
+    """Deletes the connector; None when done, else why ML Commons 2.19 kept it. Its deletion check matches connector
+    ids as text against every model, deployed or not (see `_update_connector`), so on some nodes a connector no model
+    uses cannot be deleted while any other model exists: that is reported, not raised. A real user raises."""
+    try:
+        cluster.delete_connector(connector_id)
+        return None
+    except ClusterError as exc:
+        blockers = connector_blockers(exc)
+        if not blockers or any(cluster.get_model(m).get("connector_id") == connector_id for m in blockers):
+            raise
+        return (f"ML Commons kept it: it counts models {', '.join(blockers)} as its users (their ids share a word "
+                "with its id); no model uses it")
+
+
+def _delete_connector(run: _Run, step: Step) -> None:
+    kept = delete_connector(run.cluster, _id(step))
+    if kept:
+        step.detail += f"; {kept}"
+        run.say(f"connector {step.name} ({step.id}): {kept}")
 
 
 def _create_model(run: _Run, step: Step) -> None:
@@ -170,7 +230,7 @@ _HANDLERS: dict[tuple[str, str], Callable[[_Run, Step], None]] = {
     ("ingest_pipeline", "delete"): lambda run, step: run.cluster.delete_ingest_pipeline(step.name),
     ("search_pipeline", "delete"): lambda run, step: run.cluster.delete_search_pipeline(step.name),
     ("model", "delete"): _delete_model,
-    ("connector", "delete"): lambda run, step: run.cluster.delete_connector(_id(step)),
+    ("connector", "delete"): _delete_connector,
     ("model_group", "delete"): lambda run, step: run.cluster.delete_model_group(_id(step)),
     ("index_template", "delete"): lambda run, step: run.cluster.delete_index_template(step.name),
 }

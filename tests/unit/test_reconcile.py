@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import pytest
 
-from bootstrap.apply import apply
+from bootstrap.apply import apply, delete_connector
 from bootstrap.compare import MappingDiff, compare_mapping
 from bootstrap.desired import MANAGED, desired_state
 from bootstrap.diff import diff
@@ -59,8 +59,12 @@ def _get(doc: dict, path: str) -> Any:
 class MemoryCluster:
     """The `Cluster` methods the reconciler uses, over dictionaries. `calls` records every write, in order."""
 
-    def __init__(self, served_dim: int = 512, dead_letter: str = "images-failed") -> None:
+    def __init__(self, served_dim: int = 512, dead_letter: str = "images-failed", id_word: str = "") -> None:
         self.served_dim = served_dim  # what the "model behind the adapter" produces
+        # ML Commons 2.19 finds a connector's users with a match query on the id as analyzed text: with `id_word`
+        # every id this cluster makes holds that word between hyphens (as every id of a node shares its middle part),
+        # so every deployed model counts as a user of every connector
+        self.id_word = id_word
         self.dead_letter = dead_letter  # where the "ingest pipeline" sends what it cannot analyze
         self.unreachable_urls: set[str] = set()  # image_url documents whose image no longer answers
         self.fail_reindex = False
@@ -80,7 +84,7 @@ class MemoryCluster:
         self.calls.append((name, arg))
 
     def _new(self, kind: str, record: dict) -> str:
-        new_id = f"{kind[:-1]}-{next(self._ids)}"
+        new_id = f"{kind[:-1]}-{self.id_word}-{next(self._ids)}" if self.id_word else f"{kind[:-1]}-{next(self._ids)}"
         self.ml[kind][new_id] = {**record, "created_time": next(self._clock)}
         return new_id
 
@@ -112,11 +116,23 @@ class MemoryCluster:
 
     def update_connector(self, connector_id: str, body: dict) -> None:
         self._write("update_connector", connector_id)
-        users = [m for m in self.ml["models"].values() if m["connector_id"] == connector_id
+        users = [model_id for model_id, m in self.ml["models"].items() if self._uses(m, connector_id)
                  and m["model_state"] == "DEPLOYED"]
         if users:
-            raise ClusterError("1 models are still using this connector, please undeploy the models first", 400)
+            raise ClusterError(f"{len(users)} models are still using this connector, please undeploy the models "
+                               f"first: [{', '.join(users)}]", 400)
         self.ml["connectors"][connector_id].update(copy.deepcopy(body))
+
+    @staticmethod
+    def _words(object_id: str) -> set[str]:
+        return set(object_id.lower().split("-"))
+
+    def _uses(self, model: dict, connector_id: str) -> bool:
+        """Whether ML Commons 2.19 counts `model` as a user of the connector: any word of the ids in common (the
+        ids of this double are one word each unless `id_word`)."""
+        if not self.id_word:
+            return model["connector_id"] == connector_id
+        return bool(self._words(model["connector_id"]) & self._words(connector_id))
 
     def register_model(self, body: dict) -> str:
         self._write("register_model", body["name"])
@@ -165,8 +181,10 @@ class MemoryCluster:
 
     def delete_connector(self, connector_id: str) -> None:
         self._write("delete_connector", connector_id)
-        if any(m["connector_id"] == connector_id for m in self.ml["models"].values()):
-            raise ClusterError("connector is used by a model", 409)
+        users = [model_id for model_id, m in self.ml["models"].items() if self._uses(m, connector_id)]
+        if users:
+            raise ClusterError(f"{len(users)} models are still using this connector, please delete or update the "
+                               f"models first: [{', '.join(users)}]", 409)
         del self.ml["connectors"][connector_id]
 
     def delete_model_group(self, group_id: str) -> None:
@@ -508,6 +526,49 @@ def test_changed_connector_is_updated_in_place_keeping_its_id(settings: Settings
     assert writes(cluster)[:3] == ["undeploy_model", "update_connector", "deploy_model"]
     assert "create_connector" not in writes(cluster) and "register_model" not in writes(cluster)
     assert not plan_for(cluster, changed).changes
+
+
+def test_connector_update_refused_for_models_sharing_an_id_word_still_happens(settings: Settings):
+    """ML Commons counts the other model of the deployment as the connector's user (their ids share a word): it is
+    undeployed for the update and deployed again, and both models end deployed."""
+    cluster = MemoryCluster(id_word="t")
+    first = bootstrap(cluster, settings)
+    changed = settings.model_copy(update={"ml_commons": settings.ml_commons.model_copy(
+        update={"read_timeout_s": settings.ml_commons.read_timeout_s + 1})})
+    cluster.calls.clear()
+    said: list[str] = []
+    plan = run_apply(plan_for(cluster, changed), cluster, say=said.append)
+    assert plan.ids == first.ids
+    assert writes(cluster).count("update_connector") == 4  # two connectors, each refused once
+    assert any("counted models" in line for line in said), said
+    assert all(m["model_state"] == "DEPLOYED" and m["held"] for m in cluster.ml["models"].values())
+    assert not plan_for(cluster, changed).changes
+
+
+def test_connector_update_blocked_by_another_applications_model_says_which(settings: Settings):
+    cluster = MemoryCluster(id_word="t")
+    bootstrap(cluster, settings)
+    foreign = cluster._new("models", {"name": "someone-elses", "description": "not ours", "connector_id": "c-t-99",
+                                      "model_group_id": "g", "model_state": "DEPLOYED", "held": True})
+    changed = settings.model_copy(update={"ml_commons": settings.ml_commons.model_copy(
+        update={"read_timeout_s": settings.ml_commons.read_timeout_s + 1})})
+    with pytest.raises(ClusterError, match=f"while models {foreign} are deployed"):
+        bootstrap(cluster, changed)
+    assert cluster.ml["models"][foreign]["model_state"] == "DEPLOYED"  # never touched
+
+
+def test_unused_connector_ml_commons_keeps_is_reported_not_raised():
+    cluster = MemoryCluster(id_word="t")
+    unused = cluster._new("connectors", {"name": "old", "description": "x"})
+    cluster._new("models", {"name": "m", "description": "x", "connector_id": "connector-t-77", "model_group_id": "g",
+                            "model_state": "REGISTERED", "held": False})
+    kept = delete_connector(as_cluster(cluster), unused)
+    assert kept is not None and "no model uses it" in kept and unused in cluster.ml["connectors"]
+    used = cluster._new("connectors", {"name": "new", "description": "x"})
+    cluster._new("models", {"name": "n", "description": "x", "connector_id": used, "model_group_id": "g",
+                            "model_state": "REGISTERED", "held": False})
+    with pytest.raises(ClusterError, match="still using"):
+        delete_connector(as_cluster(cluster), used)
 
 
 def test_model_that_no_node_serves_is_deployed_again(settings: Settings):
