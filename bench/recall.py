@@ -36,7 +36,6 @@ FIELD = "vec"
 BULK_DOCS = 1000
 EF_SWEEP = (50, 100, 200, 400)  # besides the configured ef_search
 LOAD_STREAMS = 2
-VECTOR_KINDS = ("clustered", "random", "clip")
 # the mixture: centres around one shared direction (image embeddings sit in a cone: unrelated images have cosine
 # ~0.3-0.5), points around their centre (same-content images ~0.6-0.8); fixed, so 10k and 100k share it
 CLUSTERS = 200
