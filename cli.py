@@ -143,12 +143,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bootstrap.opensearch_api import connect
-    from client.queries import HIDE_VECTORS, Filters, search_body
-    from client.results import SearchFailed, contact_sheet, line, search, view
+    from client.queries import HIDE_VECTORS, Count, Filters, one_per_picture, search_body
+    from client.results import SearchFailed, contact_sheet, like_object_body, line, search, view
 
     settings = load_config()
-    if not args.text and not args.image:
-        err_console.print("[red]error:[/red] give a text query or --image FILE")
+    if not args.text and not args.image and not args.like_object:
+        err_console.print("[red]error:[/red] give a text query, --image FILE or --like-object DOC_ID:N")
         return EXIT_UNUSABLE
     image = None
     if args.image:
@@ -156,12 +156,24 @@ def cmd_search(args: argparse.Namespace) -> int:
             image = Path(args.image).read_bytes()
         except OSError as exc:
             raise SearchFailed(f"cannot read the query image {args.image}: {exc.strerror or exc}") from exc
-    filters = Filters(classes=tuple(args.classes or ()), min_confidence=args.min_confidence,
-                      tags=tuple(args.tags or ()), since=args.since, until=args.until)
-    body = search_body(text=args.text, image=image, objects=args.objects, filters=filters, k=args.k,
-                       source=HIDE_VECTORS)
     try:
-        found = search(connect(settings.opensearch), settings.index.name, body)
+        counts = tuple(Count.parse(c) for c in args.counts or ())
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        return EXIT_UNUSABLE
+    filters = Filters(classes=tuple(args.classes or ()), min_confidence=args.min_confidence,
+                      tags=tuple(args.tags or ()), since=args.since, until=args.until, counts=counts)
+    client = connect(settings.opensearch)
+    if args.like_object:
+        body = like_object_body(client, settings.index.name, args.like_object, k=args.k, filters=filters,
+                                source=HIDE_VECTORS)
+    else:
+        body = search_body(text=args.text, image=image, objects=args.objects, filters=filters, k=args.k,
+                           source=HIDE_VECTORS)
+    if not args.all_copies:
+        body = one_per_picture(body)
+    try:
+        found = search(client, settings.index.name, body)
     except SearchFailed as exc:
         if exc.status is None:
             raise SearchFailed(f"{exc} at {settings.opensearch.url}") from exc
@@ -172,10 +184,33 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not results:
         console.print("no results")
     if args.html:
-        what = f"image {Path(args.image).name}" if args.image else repr(args.text)
-        title = f"{'objects like' if args.objects else 'images like'} {what}: {len(results)} result(s)"
+        what = (f"object {args.like_object}" if args.like_object else
+                f"image {Path(args.image).name}" if args.image else repr(args.text))
+        kind = "objects like" if args.objects or args.like_object else "images like"
+        title = f"{kind} {what}: {len(results)} result(s)"
         Path(args.html).write_text(contact_sheet(results, title))
         console.print(f"contact sheet: {args.html}", markup=False, highlight=False)
+    return EXIT_OK
+
+
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    """Lists the duplicate groups with more than one member, largest first, with their members."""
+    from bootstrap.opensearch_api import connect
+    from client.queries import duplicate_groups_query
+    from client.results import search
+
+    settings = load_config()
+    found = search(connect(settings.opensearch), settings.index.name, duplicate_groups_query(args.limit))
+    groups = found["aggregations"]["groups"]
+    for bucket in groups["buckets"]:
+        hits = bucket["members"]["hits"]["hits"]
+        members = ", ".join(h["_id"] for h in hits) + (" …" if bucket["doc_count"] > len(hits) else "")
+        console.print(f"{bucket['key']}  {bucket['doc_count']} copies: {members}", markup=False, highlight=False,
+                      soft_wrap=True)
+    if not groups["buckets"]:
+        console.print("no duplicates: every picture is indexed once")
+    elif groups.get("sum_other_doc_count"):
+        console.print(f"… more groups (documents in them: {groups['sum_other_doc_count']}): raise --limit")
     return EXIT_OK
 
 
@@ -183,6 +218,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     from localstack.stack import status
 
     return status(load_config())
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Prints every key of the effective config: value, where it came from (default, the file, a VS_* variable, or
+    derived by a validator) and what it means; secrets as ***. Reads only the config: no server is needed."""
+    import json
+    import textwrap
+    from dataclasses import asdict
+
+    from common.config import explain, format_value
+
+    entries = explain(load_config())
+    if args.json:
+        print(json.dumps([asdict(entry) for entry in entries], indent=2))
+        return EXIT_OK
+    for entry in entries:
+        print(f"{entry.key} = {format_value(entry.value)}  ({entry.source})")
+        print(textwrap.fill(entry.description, width=100, initial_indent="    ", subsequent_indent="    "))
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,8 +280,20 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                  "repeatable (all of them)")
     find.add_argument("--since", metavar="DATE", help="uploaded on or after (2026-01-01, now-30d)")
     find.add_argument("--until", metavar="DATE", help="uploaded on or before")
+    find.add_argument("--count", dest="counts", action="append", metavar="CLASS<OP>N",
+                      help="how many objects of a class: circle>=2, star=0, square<=1; repeatable (all of them)")
+    find.add_argument("--like-object", metavar="DOC_ID:N", help="images holding an object like object N (from 0) "
+                                                                 "of document DOC_ID, by its stored embedding")
+    find.add_argument("--all-copies", action="store_true", help="show every copy of a picture (default: one per "
+                                                                "duplicate group)")
     find.add_argument("--html", metavar="OUT.html", help="write a self-contained contact sheet of the results")
     find.set_defaults(func=cmd_search)
+    dups = sub.add_parser("duplicates", help="list the duplicate groups with more than one member")
+    dups.add_argument("--limit", type=int, default=100, help="largest groups shown (default 100)")
+    dups.set_defaults(func=cmd_duplicates)
+    config = sub.add_parser("config", help="every config key: its value, where it came from, what it means")
+    config.add_argument("--json", action="store_true", help="a JSON list of {key, value, source, description}")
+    config.set_defaults(func=cmd_config)
     return parser
 
 
