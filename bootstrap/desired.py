@@ -126,6 +126,7 @@ def ingest_pipeline(settings: Settings, analyze_model_id: str) -> dict:
                        dead_letter=settings.index.dead_letter, max_image_bytes=settings.adapter.max_image_bytes,
                        max_image_chars=base64_chars(settings.adapter.max_image_bytes),
                        keep_image_chars=base64_chars(settings.index.dead_letter_max_image_bytes),
+                       duplicates=settings.duplicates.enabled,
                        description=f"server-side image analysis for {settings.index.name}; {managed(settings)}")
 
 

@@ -19,9 +19,14 @@ Filters come in two kinds, and where each goes matters for k-NN:
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+from common.contract import DUPLICATE_GROUP_FIELD as DUPLICATE_GROUP
+from common.contract import OBJECT_COUNTS_FIELD as OBJECT_COUNTS
+from common.contract import PERCEPTUAL_HASH_FIELD as PERCEPTUAL_HASH
 
 OBJECTS = "detected_objects"
 HIDE_VECTORS = {"excludes": ["global_image_embedding", f"{OBJECTS}.object_embedding"]}
@@ -49,13 +54,47 @@ def knn_options(k: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Count:
+    """How many objects of a class an image holds: at least `least`, at most `most` (None: no bound). An image
+    without any object of the class has none of its count field, and counts as 0."""
+
+    class_name: str
+    least: int | None = None
+    most: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Count:
+        """`circle>=2`, `star=0`, `square<=1`, `cross>0`, `circle<3`: what --count and the README write."""
+        match = _COUNT.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(f"not a count: {text!r} (write it like circle>=2, star=0, square<=1)")
+        name, op, value = match["name"].strip(), match["op"], int(match["n"])
+        bounds = {">=": (value, None), ">": (value + 1, None), "<=": (None, value), "<": (None, value - 1),
+                  "=": (value, value), "==": (value, value)}[op]
+        return cls(name, *bounds)
+
+    def clauses(self) -> list[dict]:
+        field = f"{OBJECT_COUNTS}.{self.class_name}"
+        out: list[dict] = []
+        if self.least is not None and self.least > 0:
+            out.append({"range": {field: {"gte": self.least}}})
+        if self.most is not None:  # "at most m" is "not at least m + 1": an absent count is 0
+            out.append({"bool": {"must_not": [{"range": {field: {"gte": self.most + 1}}}]}})
+        return out
+
+
+_COUNT = re.compile(r"(?P<name>[^<>=]+?)\s*(?P<op>>=|<=|==|=|>|<)\s*(?P<n>\d+)")
+
+
+@dataclass(frozen=True)
 class Filters:
     """What a result must satisfy. Empty fields do not filter.
 
     `classes`: the image has an object of one of these classes (object-level: the matched object is one);
     `min_confidence`: ... with at least this confidence (together with `classes`: the same object satisfies both);
     `tags`: the image carries every one of these tags; `since` / `until`: upload date bounds, inclusive
-    (anything OpenSearch's date field parses: `2026-01-01`, `now-7d`).
+    (anything OpenSearch's date field parses: `2026-01-01`, `now-7d`); `counts`: how many objects of a class the
+    image holds (`object_counts`, e.g. at least two circles and no star).
     """
 
     classes: tuple[str, ...] = ()
@@ -63,6 +102,7 @@ class Filters:
     tags: tuple[str, ...] = ()
     since: str | None = None
     until: str | None = None
+    counts: tuple[Count, ...] = ()
 
     def object_clauses(self) -> list[dict]:
         """Clauses on one object's fields (to be evaluated in the nested context)."""
@@ -82,6 +122,7 @@ class Filters:
             bounds = {key: value for key, value in (("gte", self.since), ("lte", self.until)) if value is not None}
             clauses.append({"range": {"upload_date": bounds}})
         clauses += [{"term": {"tags": tag}} for tag in self.tags]
+        clauses += [clause for count in self.counts for clause in count.clauses()]
         return clauses
 
     def for_images(self) -> dict | None:
@@ -111,8 +152,9 @@ def _image_level(vector_input: dict[str, str], k: int, filters: Filters | None, 
     return _page({"size": k, "_source": source, "query": {"neural": {"global_image_embedding": neural}}}, offset)
 
 
-def _object_level(vector_input: dict[str, str], k: int, filters: Filters | None, offset: int,
-                  candidates: int | None, source: Any) -> dict:
+def _object_level(vector_input: dict[str, Any], k: int, filters: Filters | None, offset: int,
+                  candidates: int | None, source: Any, clause: str = "neural") -> dict:
+    """`clause` "neural" (the search pipeline embeds `vector_input`'s text or image) or "knn" (a stored vector)."""
     filters = filters or NO_FILTERS
     image_clauses, object_clauses = filters.image_clauses(), filters.object_clauses()
     post_filtered = bool(image_clauses and object_clauses)
@@ -123,7 +165,7 @@ def _object_level(vector_input: dict[str, str], k: int, filters: Filters | None,
         neural["filter"] = {"bool": {"filter": efficient}}
     inner_hits = {"size": 1, "_source": {"excludes": [f"{OBJECTS}.object_embedding"]}}
     query: dict[str, Any] = {"nested": {"path": OBJECTS, "score_mode": "max",
-                                        "query": {"neural": {f"{OBJECTS}.object_embedding": neural}},
+                                        "query": {clause: {f"{OBJECTS}.object_embedding": neural}},
                                         "inner_hits": inner_hits}}
     if post_filtered:
         query = {"bool": {"must": [query], "filter": image_clauses}}
@@ -169,6 +211,56 @@ def object_image_query(image: bytes, k: int = 5, *, filters: Filters | None = No
     return _object_level(_image_input(image), k, filters, offset, candidates, source)
 
 
+def like_object_query(vector: list[float], k: int = 5, *, exclude_id: str | None = None,
+                      filters: Filters | None = None, offset: int = 0, candidates: int | None = None,
+                      source: Any = OBJECT_QUERY_SOURCE) -> dict:
+    """Images holding an object like a stored one: `vector` is that object's `object_embedding` (read from its
+    document, no model call), `exclude_id` the document it came from (which would otherwise come first)."""
+    body = _object_level({"vector": vector}, k, filters, offset, candidates, source, clause="knn")
+    if exclude_id is not None:
+        body["query"] = {"bool": {"must": [body["query"]], "must_not": [{"ids": {"values": [exclude_id]}}]}}
+    return body
+
+
+def stored_object_vector(document: dict, n: int) -> list[float]:
+    """Object `n`'s `object_embedding` in a document's `_source` (as GET returns it); IndexError when there is none."""
+    objects = (document.get("_source") or {}).get(OBJECTS) or []
+    if not 0 <= n < len(objects) or not objects[n].get("object_embedding"):
+        raise IndexError(f"document {document.get('_id')} has no object {n} (it has {len(objects)})")
+    return [float(v) for v in objects[n]["object_embedding"]]
+
+
+def one_per_picture(body: dict) -> dict:
+    """The body with each duplicate group shown once (its best hit): the viewer's default, README "one per
+    picture"."""
+    return {**body, "collapse": {"field": DUPLICATE_GROUP}}
+
+
+# Per-class facets of a search's results: how many of the matched images hold each class (nested terms, counted
+# back per image with reverse_nested). Over what the query matched: for a k-NN query, its k candidates.
+CLASS_FACETS = {"classes": {"nested": {"path": OBJECTS}, "aggs": {"names": {
+    "terms": {"field": f"{OBJECTS}.class_name", "size": 100}, "aggs": {"images": {"reverse_nested": {}}}}}}}
+
+
+def with_class_facets(body: dict) -> dict:
+    return {**body, "aggs": CLASS_FACETS}
+
+
+def class_facets(response: dict) -> dict[str, int]:
+    """class name → images among the results holding at least one object of it, most first."""
+    buckets = response.get("aggregations", {}).get("classes", {}).get("names", {}).get("buckets", [])
+    return {b["key"]: int(b["images"]["doc_count"]) for b in buckets}
+
+
+def duplicate_groups_query(limit: int = 100, members: int = 10) -> dict:
+    """The `limit` largest duplicate groups with more than one member, each with its first `members` members
+    (oldest upload first); `sum_other_doc_count` in the answer tells whether more groups exist."""
+    return {"size": 0, "aggs": {"groups": {
+        "terms": {"field": DUPLICATE_GROUP, "min_doc_count": 2, "size": limit},
+        "aggs": {"members": {"top_hits": {"size": members, "_source": ["image_id", "filename", "width", "height"],
+                                          "sort": [{"upload_date": {"order": "asc", "unmapped_type": "date"}}]}}}}}}
+
+
 def filtered_query(text: str, class_name: str, min_confidence: float, since: str, k: int = 5) -> dict:
     """The README's filtered example: text → image, among images with a `class_name` object of at least
     `min_confidence` uploaded since `since`."""
@@ -210,3 +302,11 @@ def matched_object(hit: dict) -> tuple[int, dict] | None:
     if not inner:
         return None
     return int(inner[0]["_nested"]["offset"]), inner[0].get("_source", {})
+
+
+def copies_query(embedding: list[float], k: int) -> dict:
+    """The `k` documents whose global embedding is nearest `embedding` and that carry a duplicate group, with their
+    group and perceptual hash: where the adapter looks for earlier copies of an image it analyzes."""
+    return {"size": k, "_source": [DUPLICATE_GROUP, PERCEPTUAL_HASH],
+            "query": {"knn": {"global_image_embedding": {"vector": embedding, **knn_options(k),
+                                                         "filter": {"exists": {"field": DUPLICATE_GROUP}}}}}}

@@ -14,7 +14,14 @@ from opensearchpy import OpenSearch
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
-from client.queries import OBJECTS, matched_object
+from client.queries import (
+    OBJECT_QUERY_SOURCE,
+    OBJECTS,
+    Filters,
+    like_object_query,
+    matched_object,
+    stored_object_vector,
+)
 from common.errors import VisualSearchError
 
 
@@ -67,6 +74,34 @@ def search(client: OpenSearch, index: str, body: dict) -> dict:
         status = exc.status_code if isinstance(exc.status_code, int) else None
         reason = opensearch_reason(exc.info, str(exc.error))
         raise SearchFailed(f"OpenSearch refused the search ({exc.status_code}): {reason}", status) from exc
+
+
+def parse_object_ref(spec: str) -> tuple[str, int]:
+    """`DOC_ID:N` (the id may itself hold colons) → (DOC_ID, N)."""
+    doc_id, sep, n = spec.rpartition(":")
+    if not sep or not doc_id or not n.isdigit():
+        raise SearchFailed(f"not an object reference: {spec!r} (write DOC_ID:N, N the object's place from 0)", 400)
+    return doc_id, int(n)
+
+
+def like_object_body(client: OpenSearch, index: str, spec: str, k: int, filters: Filters | None = None,
+                     offset: int = 0, candidates: int | None = None, source: Any = OBJECT_QUERY_SOURCE) -> dict:
+    """The search for images holding objects like object N of a document, with that object's stored embedding
+    (read from the document: no model call, no upload)."""
+    doc_id, n = parse_object_ref(spec)
+    try:
+        document = client.get(index=index, id=doc_id, _source_includes=[f"{OBJECTS}.object_embedding"])
+    except OSConnectionError as exc:
+        raise SearchFailed(f"OpenSearch is unreachable ({exc.__class__.__name__})") from exc
+    except TransportError as exc:
+        status = exc.status_code if isinstance(exc.status_code, int) else None
+        raise SearchFailed(f"no document {doc_id!r} in {index} ({exc.status_code})", status) from exc
+    try:
+        vector = stored_object_vector(document, n)
+    except IndexError as exc:
+        raise SearchFailed(str(exc), 404) from exc
+    return like_object_query(vector, k, exclude_id=doc_id, filters=filters, offset=offset, candidates=candidates,
+                             source=source)
 
 
 def view(hit: dict) -> dict:

@@ -50,9 +50,19 @@ FAILED_AT_FIELD = "failed_at"
 # The small JPEG (base64) the adapter makes for results pages; stored, never indexed. The pipeline writes it, so
 # its raw-image guard lets it pass when a document comes through again (a reindex, an update).
 THUMBNAIL_FIELD = "thumbnail"
+# Duplicates. The digest of an image's bytes, and its perceptual hash (256 bits, hex): what the adapter computes
+# from the image it analyzes. A picture's group is the content hash of the first copy indexed; later copies (exact,
+# resized, recompressed) join it (connectors/adapter/duplicates.py). The group is kept when a document comes through
+# the pipeline again with one (a rebuild, a replay, a re-sent document that carries it): it is not an analysis field.
+CONTENT_HASH_FIELD = "content_hash"
+PERCEPTUAL_HASH_FIELD = "perceptual_hash"
+DUPLICATE_GROUP_FIELD = "duplicate_group"
+# class name → number of detected objects of that class, written by the ingest pipeline from detected_objects
+OBJECT_COUNTS_FIELD = "object_counts"
 # Index field ← the adapter's /v1/analyze response field: what the ingest pipeline writes from the analysis.
 ANALYSIS_OUTPUT = {"global_image_embedding": "embedding", "detected_objects": "objects", "width": "width",
-                   "height": "height", "model": "model", THUMBNAIL_FIELD: "thumbnail"}
+                   "height": "height", "model": "model", THUMBNAIL_FIELD: "thumbnail",
+                   CONTENT_HASH_FIELD: CONTENT_HASH_FIELD, PERCEPTUAL_HASH_FIELD: PERCEPTUAL_HASH_FIELD}
 # Where ml_inference puts the whole response, for one script to move into ANALYSIS_OUTPUT's fields. One output_map
 # entry, not one per field: ML Commons 2.19 serializes the whole model output to JSON and parses it back for every
 # entry (ModelExecutor.getModelOutputValue), and with four vectors in it that was most of OpenSearch's cost per
@@ -68,4 +78,7 @@ BASE64_VECTORS = "base64"
 # (the whole answer, parsed once), so its output is {"response": <the adapter's JSON>}.
 CONNECTOR_RESPONSE_KEY = "response"
 # Fields the ingest pipeline writes from the analysis; dropped from a dead letter (a half-written result).
-ANALYSIS_FIELDS = (*ANALYSIS_OUTPUT, ANALYSIS_STAGING_FIELD)
+ANALYSIS_FIELDS = (*ANALYSIS_OUTPUT, OBJECT_COUNTS_FIELD, ANALYSIS_STAGING_FIELD)
+# What the pipeline tells the adapter for the duplicate lookup (AnalyzeRequest): where to look, and the group the
+# document already carries (then there is nothing to look up)
+DUPLICATES_INDEX_PARAM = "duplicates_index"

@@ -23,8 +23,17 @@ from fastapi.staticfiles import StaticFiles
 from opensearchpy import OpenSearch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from client.queries import HIDE_VECTORS, OBJECTS, Filters, search_body
-from client.results import SearchFailed, search, view
+from client.queries import (
+    HIDE_VECTORS,
+    OBJECTS,
+    Count,
+    Filters,
+    class_facets,
+    one_per_picture,
+    search_body,
+    with_class_facets,
+)
+from client.results import SearchFailed, like_object_body, search, view
 from common.config import Settings, load_config
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -48,15 +57,18 @@ class SearchRequest(BaseModel):
     tags: list[str] = []
     since: str | None = None
     until: str | None = None
+    counts: list[str] = Field([], description="how many objects of a class: circle>=2, star=0")
+    like_object: str | None = Field(None, description="DOC_ID:N: images holding an object like that stored one")
+    all_copies: bool = Field(False, description="every copy of a picture (default: one per duplicate group)")
     page: int = Field(1, ge=1, le=1000)
     size: int = Field(12, ge=1, le=100)
 
-    @field_validator("classes", "tags")
+    @field_validator("classes", "tags", "counts")
     @classmethod
     def _no_blanks(cls, values: list[str]) -> list[str]:
         return [v.strip() for v in values if v.strip()]
 
-    @field_validator("q", "since", "until")
+    @field_validator("q", "since", "until", "like_object")
     @classmethod
     def _blank_is_none(cls, value: str | None) -> str | None:
         if value is None:
@@ -65,7 +77,7 @@ class SearchRequest(BaseModel):
 
     def filters(self) -> Filters:
         return Filters(classes=tuple(self.classes), min_confidence=self.min_confidence, tags=tuple(self.tags),
-                       since=self.since, until=self.until)
+                       since=self.since, until=self.until, counts=tuple(Count.parse(c) for c in self.counts))
 
     def image_bytes(self) -> bytes | None:
         if not self.image:
@@ -131,27 +143,39 @@ def create_app(settings: Settings | None = None, client: OpenSearch | None = Non
         buckets = found.get("aggregations", {}).get("objects", {}).get("classes", {}).get("buckets", [])
         return {"classes": [b["key"] for b in buckets]}
 
+    def search_for(request: SearchRequest) -> dict:
+        """The body for what the form asks (ValueError or SearchFailed when it cannot be built): facets of the
+        results, one hit per duplicate group unless every copy is asked for."""
+        offset = (request.page - 1) * request.size
+        candidates = max(MIN_CANDIDATES, offset + 2 * request.size)
+        if request.like_object:
+            body = like_object_body(opensearch, index, request.like_object, request.size, request.filters(),
+                                    offset, candidates, source=HIDE_VECTORS)
+        else:
+            body = search_body(text=request.q, image=request.image_bytes(), objects=request.objects,
+                               filters=request.filters(), k=request.size, offset=offset, candidates=candidates,
+                               source=HIDE_VECTORS)
+        body = with_class_facets(body)
+        return body if request.all_copies else one_per_picture(body)
+
     @app.post("/api/search")
     def run_search(request: SearchRequest) -> Any:
         try:
-            image = request.image_bytes()
-            offset = (request.page - 1) * request.size
-            body = search_body(text=request.q, image=image, objects=request.objects, filters=request.filters(),
-                               k=request.size, offset=offset,
-                               candidates=max(MIN_CANDIDATES, offset + 2 * request.size), source=HIDE_VECTORS)
+            body = search_for(request)
+            found = search(opensearch, index, body)
         except ValueError as exc:
             return error(400, str(exc))
-        try:
-            found = search(opensearch, index, body)
         except SearchFailed as exc:
             log.info("search failed: %s", exc)
             # the query's fault (a 4xx from OpenSearch) is said as such; anything else is the service's
             return error(400 if exc.bad_query else 502, str(exc))
         hits = found["hits"]
         total = hits.get("total") or {}
+        objects = request.objects or request.like_object is not None
+        by = "like-object" if request.like_object else "by-image" if request.image else "by-text"
         return {"total": total.get("value", len(hits["hits"])), "relation": total.get("relation", "eq"),
                 "page": request.page, "size": request.size, "took_ms": found.get("took"),
-                "mode": ("object" if request.objects else "image") + ("-by-image" if image else "-by-text"),
+                "mode": ("object" if objects else "image") + "-" + by, "facets": class_facets(found),
                 "hits": [view(hit) for hit in hits["hits"]]}
 
     return app

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from common.contract import RETRYABLE_FIELD, THROTTLING_HEADER, THROTTLING_VALUE
 from connectors.adapter.admission import Busy
+from connectors.adapter.duplicates import LookupFailed
 from connectors.adapter.fetch import FetchRefused, FetchUnavailable
 from connectors.adapter.triton import InferenceFailed, TritonUnavailable
 
@@ -72,6 +73,10 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FetchUnavailable)
     async def _fetch_unavailable(_: Request, exc: FetchUnavailable) -> JSONResponse:
         return error_response(503, "image_url_unavailable", str(exc), True)
+
+    @app.exception_handler(LookupFailed)
+    async def _lookup_failed(_: Request, exc: LookupFailed) -> JSONResponse:
+        return error_response(503, "duplicate_lookup_failed", str(exc), True)
 
     @app.exception_handler(InferenceFailed)
     async def _failed(_: Request, exc: InferenceFailed) -> JSONResponse:

@@ -15,8 +15,10 @@ from common.config import Settings, load_config
 from connectors.adapter.admission import Admission, Outage
 from connectors.adapter.answers import add_error_handlers
 from connectors.adapter.cache import EmbeddingCache
+from connectors.adapter.duplicates import DuplicateGroups, RecentGroups
 from connectors.adapter.fetch import ImageFetcher
 from connectors.adapter.middleware import BearerAuth, Metrics
+from connectors.adapter.neighbours import OpenSearchNeighbours
 from connectors.adapter.routes import router
 from connectors.adapter.triton import TritonPool
 
@@ -35,9 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.embed_queue = Admission(a.analyze_concurrency * 2, a.max_queue_wait_s, a.max_queued_bytes)
         app.state.outage = Outage(a.unavailable_retry_s)
         app.state.embed_cache = EmbeddingCache(a.embed_cache_entries, triton.identity)
+        d = settings.duplicates
+        neighbours = OpenSearchNeighbours.connect(settings.opensearch, d.lookup_timeout_s) if d.enabled else None
+        app.state.duplicates = None if neighbours is None else DuplicateGroups(
+            neighbours, d.max_distance, d.candidates, RecentGroups(d.recent_s))
         yield
         await fetcher.aclose()  # the ones made here, even where a test swapped in a double
         await triton.close()
+        if neighbours is not None:
+            await neighbours.aclose()
 
     app = FastAPI(title="visual-search adapter", lifespan=lifespan)
     app.state.settings = settings

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 from fastapi.responses import Response
 
+from common.contract import CONTENT_HASH_FIELD, DUPLICATE_GROUP_FIELD, PERCEPTUAL_HASH_FIELD
 from connectors.adapter.schemas import ModelInfo
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
@@ -27,6 +29,16 @@ class JsonBytes(Response):
     """A JSON response whose body is already encoded."""
 
     media_type = "application/json"
+
+
+@dataclass(frozen=True)
+class PictureFacts:
+    """What the adapter adds to an analysis about the picture itself (AnalyzeResponse's fields of the same names)."""
+
+    thumbnail: str | None
+    content_hash: str
+    perceptual_hash: str | None
+    duplicate_group: str
 
 
 def dumps(payload: Any) -> bytes:
@@ -42,10 +54,10 @@ def _as_float32(vector: np.ndarray) -> np.ndarray:
     return np.asarray(vector, dtype=np.float32)
 
 
-def analysis(result: dict[str, np.ndarray], model: ModelInfo, thumbnail: str | None,
-             vectors: str = "json") -> JsonBytes:
+def analysis(result: dict[str, np.ndarray], model: ModelInfo, picture: PictureFacts, vectors: str = "json"
+             ) -> JsonBytes:
     """An analyze_image result as `schemas.AnalyzeResponse`: boxes in original pixels, one object per detection,
-    vectors as JSON numbers or (`vectors="base64"`) base64 float32."""
+    vectors as JSON numbers or (`vectors="base64"`) base64 float32, and what identifies the picture."""
     vector: Callable[[np.ndarray], Any] = base64_floats if vectors == "base64" else _as_float32
     height, width = (int(v) for v in result["image_size"])
     boxes = np.asarray(result["boxes"], dtype=np.float32).reshape(-1, 4)
@@ -58,7 +70,9 @@ def analysis(result: dict[str, np.ndarray], model: ModelInfo, thumbnail: str | N
                                                                 strict=True)]
     return JsonBytes(dumps({"embedding": vector(result["embedding"]), "width": width,
                             "height": height, "objects": objects, "model": model.model_dump(),
-                            "thumbnail": thumbnail}))
+                            "thumbnail": picture.thumbnail, CONTENT_HASH_FIELD: picture.content_hash,
+                            PERCEPTUAL_HASH_FIELD: picture.perceptual_hash,
+                            DUPLICATE_GROUP_FIELD: picture.duplicate_group}))
 
 
 def embeddings(first: np.ndarray, vectors: list[np.ndarray], model: str) -> JsonBytes:

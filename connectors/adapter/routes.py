@@ -21,8 +21,9 @@ from starlette.datastructures import State
 
 from common.config import Settings
 from connectors.adapter import encode
+from connectors.adapter.fingerprint import content_hash, perceptual_hash
 from connectors.adapter.schemas import AnalyzeRequest, AnalyzeResponse, EmbedRequest, EmbedResponse, ModelInfo
-from connectors.adapter.thumbnail import make_thumbnail
+from connectors.adapter.thumbnail import small_picture, thumbnail_jpeg
 
 router = APIRouter()
 
@@ -112,6 +113,25 @@ async def image_bytes(body: AnalyzeRequest, state: State, limit: int) -> bytes:
     return await state.fetcher.fetch(value)
 
 
+def _look(image: bytes) -> tuple[str | None, str | None]:
+    """(thumbnail, perceptual hash), both from one small decode of the picture; (None, None) if Pillow cannot."""
+    picture = small_picture(image)
+    return (None, None) if picture is None else (thumbnail_jpeg(picture), perceptual_hash(picture))
+
+
+async def _picture_facts(body: AnalyzeRequest, state: State, image: bytes, embedding: np.ndarray
+                         ) -> encode.PictureFacts:
+    """Thumbnail, hashes and duplicate group: after the models accepted the image (its pixel count is bounded), and
+    off the event loop (it decodes)."""
+    thumbnail, phash = await asyncio.to_thread(_look, image)
+    digest = content_hash(image)
+    group = body.known_group or digest
+    index = body.lookup_index
+    if body.known_group is None and index is not None and phash is not None and state.duplicates is not None:
+        group = await state.duplicates.group_for(index, digest, phash, embedding)
+    return encode.PictureFacts(thumbnail, digest, phash, group)
+
+
 @router.post("/v1/analyze", response_model=AnalyzeResponse)
 async def analyze(body: AnalyzeRequest, request: Request) -> Response:
     state: State = request.app.state
@@ -119,6 +139,5 @@ async def analyze(body: AnalyzeRequest, request: Request) -> Response:
     async with state.analyze_queue.slot(len(image)):
         result = await state.triton.analyze(image)
     state.outage.recovered()
-    # after the models accepted the image (its pixel count is bounded), off the event loop: it decodes
-    thumbnail = await asyncio.to_thread(make_thumbnail, image)
-    return encode.analysis(result, await model_info(state), thumbnail, body.vectors)
+    picture = await _picture_facts(body, state, image, np.asarray(result["embedding"], dtype=np.float32))
+    return encode.analysis(result, await model_info(state), picture, body.vectors)

@@ -53,6 +53,20 @@ class AnalyzeRequest(BaseModel):
     vectors: Literal["json", "base64"] = Field("json", description="how vectors are written: JSON numbers, or "
                                                                     "base64 of little-endian float32 (the ingest "
                                                                     "pipeline's connector asks for this)")
+    duplicates_index: str | None = Field(None, description="the index the document is written to: where earlier "
+                                                           "copies of the image are looked for")
+    duplicate_group: str | None = Field(None, description="the group the document already carries (a rebuild, a "
+                                                          "replay): kept, nothing looked up")
+
+    @property
+    def lookup_index(self) -> str | None:
+        found = _present(self.duplicates_index)
+        return found[0] if found else None
+
+    @property
+    def known_group(self) -> str | None:
+        found = _present(self.duplicate_group)
+        return found[0] if found else None
 
     @property
     def source(self) -> tuple[str, str] | None:
@@ -99,3 +113,6 @@ class AnalyzeResponse(BaseModel):
     model: ModelInfo
     thumbnail: str | None = Field(None, description="base64 JPEG, at most 320 px a side, oriented like the boxes; "
                                                     "null when it could not be made (the analysis still counts)")
+    content_hash: str = Field(description="SHA-256 of the image's bytes, hex")
+    perceptual_hash: str | None = Field(None, description="256-bit pHash, hex; null when Pillow cannot read it")
+    duplicate_group: str = Field(description="the group of an earlier copy of this picture, else its content hash")

@@ -29,11 +29,12 @@ def _fitted(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def make_thumbnail(image: bytes, max_side: int = MAX_SIDE, quality: int = QUALITY) -> str | None:
-    """Base64 JPEG no larger than `max_side` on either side; None when Pillow cannot read the image.
+def small_picture(image: bytes, max_side: int = MAX_SIDE) -> Image.Image | None:
+    """The picture at most `max_side` pixels on either side, oriented, RGB; None when Pillow cannot read the image.
 
     Called only after the models accepted the image (so its pixel count is already bounded). A picture Pillow
     cannot make is not worth failing a document whose analysis succeeded: the page shows a placeholder instead.
+    The perceptual hash is computed from it too (connectors.adapter.fingerprint).
     """
     try:
         with Image.open(io.BytesIO(image)) as opened:
@@ -45,9 +46,20 @@ def make_thumbnail(image: bytes, max_side: int = MAX_SIDE, quality: int = QUALIT
             # alpha dropped, grey and CMYK converted, like the preprocessing: the picture shows what the models saw
             picture = picture.convert("RGB")
             picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            out = io.BytesIO()
-            picture.save(out, format="JPEG", quality=quality, optimize=True)
+            return picture
     except Exception as exc:  # whatever Pillow (or a plugin patched into it) raises, the document is not failed
         log.warning("no thumbnail: %s: %s", exc.__class__.__name__, exc)
         return None
+
+
+def thumbnail_jpeg(picture: Image.Image, quality: int = QUALITY) -> str:
+    """The picture as a base64 JPEG."""
+    out = io.BytesIO()
+    picture.save(out, format="JPEG", quality=quality, optimize=True)
     return base64.b64encode(out.getvalue()).decode("ascii")
+
+
+def make_thumbnail(image: bytes, max_side: int = MAX_SIDE, quality: int = QUALITY) -> str | None:
+    """Base64 JPEG no larger than `max_side` on either side; None when Pillow cannot read the image."""
+    picture = small_picture(image, max_side)
+    return None if picture is None else thumbnail_jpeg(picture, quality)

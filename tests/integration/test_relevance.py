@@ -1,4 +1,5 @@
-"""Search you can judge: the bundled models, through OpenSearch, on held-out scenes whose contents are known.
+"""Search you can judge: the bundled models, through OpenSearch, on held-out scenes whose contents are known
+(and, on the same scenes, duplicate groups, object counts and search by a box: bench/beyond.py).
 
 The scenes (another seed, backgrounds the CLIP never saw, other sizes) go through the real ingest pipeline and are
 searched with the README's query bodies, restricted by a tag to this set; bench/relevance.py says how each measure
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench import beyond
 from bench.relevance import (
     COPY_TARGET,
     HYBRID_TARGET,
@@ -33,6 +35,8 @@ pytestmark = pytest.mark.integration
 SCENES = 1000
 COPIES = 40
 TAG = "relevance-test"
+# duplicate groups, counts and search by a box on the same scenes (bench/beyond.py)
+RESIZED_COPIES, EXACT_COPIES, LIKE_CLICKS = 200, 40, 30
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +79,28 @@ def test_a_copy_of_an_image_finds_it_first(measure: Measure) -> None:
     result = measure.image(COPIES)
     print(f"\nimage → image, copy finds its original first: {result}")
     assert result["rate"] >= COPY_TARGET
+
+
+def test_copies_join_their_originals_group_and_different_scenes_do_not_share_one(measure: Measure) -> None:
+    result = beyond.duplicates(measure, RESIZED_COPIES, EXACT_COPIES)
+    print(f"\nduplicate groups on {SCENES} scenes: {result}")
+    assert result["copies_indexed"] == RESIZED_COPIES + EXACT_COPIES and result["groups_without_value"] == 0
+    assert result["exact_joined"] >= beyond.EXACT_JOIN_TARGET
+    assert result["resized_joined"] >= beyond.COPY_JOIN_TARGET
+    assert result["false_share"] <= beyond.FALSE_SHARE_TARGET
+
+
+def test_object_counts_are_the_detections_and_count_filters_are_exact(measure: Measure) -> None:
+    result = beyond.counts(measure)
+    print(f"\nobject counts: exact {result['counts_exact']}, filter precision {result['filter_precision']} over "
+          f"{result['filter_hits']} hits")
+    assert result["documents"] == SCENES and result["counts_exact"] == 1.0
+    assert result["filter_hits"] >= 200  # the filters matched something to judge
+    assert result["filter_precision"] >= beyond.COUNT_PRECISION_TARGET
+
+
+def test_a_clicked_box_finds_objects_of_its_class_and_colour(measure: Measure) -> None:
+    result = beyond.like_object(measure, LIKE_CLICKS)
+    print(f"\nsearch by a box: {result}")
+    assert result["hits"] >= LIKE_CLICKS * 9
+    assert result["hold_rate"] >= beyond.LIKE_OBJECT_TARGET

@@ -322,3 +322,96 @@ def test_the_cli_prints_results_and_writes_a_contact_sheet(browser, corpus, stac
         img = result.find_element(By.CSS_SELECTOR, "img")
         assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img)
 
+
+
+def holding(corpus: Corpus, name: str) -> set[str]:
+    return {i for i, s in corpus.sources.items() if any(o["class_name"] == name for o in s.get("detected_objects", []))}
+
+
+def test_class_facets_count_the_results_and_filter_when_clicked(browser, viewer, corpus):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    classes = sorted({o["class_name"] for s in corpus.sources.values() for o in s.get("detected_objects", [])})
+    answer = found(viewer, q="shapes", tags=[corpus.tag], size=20)
+    assert answer["facets"] == {name: len(holding(corpus, name)) for name in classes}
+
+    assert open_page(browser, f"{viewer}/?q=shapes&size=24&tags={corpus.tag}") == "done"
+    name = max(classes, key=lambda c: (0 < len(holding(corpus, c)) < COUNT, len(holding(corpus, c))))
+    facet = browser.find_element(By.CSS_SELECTOR, f'.facet[data-class="{name}"]')
+    assert facet.text == f"{name} ({len(holding(corpus, name))})"
+    facet.click()
+    WebDriverWait(browser, 60).until(lambda d: "counts=" in d.current_url and d.execute_script(
+        "return document.body.dataset.state") == "done")
+    assert {r.get_attribute("data-id") for r in results(browser)} == holding(corpus, name)
+    assert browser.find_element(By.ID, "counts").get_attribute("value") == f"{name}>=1"
+    assert "active" in browser.find_element(By.CSS_SELECTOR, f'.facet[data-class="{name}"]').get_attribute("class")
+    assert not console_errors(browser)
+
+
+def test_how_many_filter_selects_exactly_the_counted_images(viewer, corpus):
+    counted = {i: {n: sum(o["class_name"] == n for o in s.get("detected_objects", [])) for n in
+                   {o["class_name"] for o in s.get("detected_objects", [])}} for i, s in corpus.sources.items()}
+    for i, source in corpus.sources.items():
+        assert source["object_counts"] == counted[i], i
+    name = max({n for c in counted.values() for n in c}, key=lambda n: sum(c.get(n, 0) for c in counted.values()))
+    for expression, keep in ((f"{name}>=2", lambda c: c.get(name, 0) >= 2), (f"{name}=0", lambda c: name not in c),
+                             (f"{name}<=1", lambda c: c.get(name, 0) <= 1)):
+        answer = found(viewer, q="shapes", tags=[corpus.tag], counts=[expression], size=20)
+        assert {h["id"] for h in answer["hits"]} == {i for i, c in counted.items() if keep(c)}, expression
+    assert api(viewer, q="shapes", counts=["circle>=two"]).status_code == 400
+
+
+def test_clicking_a_box_finds_objects_like_it(browser, viewer, corpus, os_client, stack_settings):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from client.queries import like_object_query, stored_object_vector
+
+    assert open_page(browser, f"{viewer}/?q=shapes&size=24&tags={corpus.tag}") == "done"
+    card = next(r for r in results(browser) if drawn(r))
+    clicked_id = card.get_attribute("data-id")
+    box = drawn(card)[0]
+    clicked_class = box.get_attribute("data-class")
+    box.click()
+    WebDriverWait(browser, 60).until(lambda d: "like=" in d.current_url and d.execute_script(
+        "return document.body.dataset.state") == "done")
+    assert f"like={clicked_id}%3A0" in browser.current_url or f"like={clicked_id}:0" in browser.current_url
+    assert "object like object" in browser.find_element(By.ID, "status").text
+    assert browser.find_element(By.ID, "like-label").text.startswith(f"objects like {clicked_class}")
+
+    document = os_client.get(index=stack_settings.index.name, id=clicked_id)
+    body = like_object_query(stored_object_vector(document, 0), 24, exclude_id=clicked_id,
+                             filters=Filters(tags=(corpus.tag,)), candidates=100, source=HIDE_VECTORS)
+    expected = [h["_id"] for h in os_client.search(index=stack_settings.index.name, body=body)["hits"]["hits"]]
+    shown = results(browser)
+    assert [r.get_attribute("data-id") for r in shown] == expected and clicked_id not in expected
+    assert all(len(r.find_elements(By.CSS_SELECTOR, ".box.matched")) == 1 for r in shown)
+    assert not console_errors(browser)
+
+
+def test_duplicates_show_once_until_asked_for(browser, viewer, os_client, stack_settings):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tag = f"dups-{uuid.uuid4().hex[:8]}"
+    picture, _ = render(SEED + 1, 0)
+    original = io.BytesIO()
+    picture.save(original, "JPEG", quality=90)
+    smaller = io.BytesIO()
+    picture.resize((picture.width * 2 // 3, picture.height * 2 // 3)).save(smaller, "JPEG", quality=70)
+    for n, data in enumerate((original.getvalue(), original.getvalue(), smaller.getvalue())):
+        os_client.index(index=stack_settings.index.name, id=f"{tag}-{n}", refresh="wait_for",
+                        body={"image_id": f"{tag}-{n}", "tags": [tag], "image_b64": base64.b64encode(data).decode()})
+    groups = {os_client.get(index=stack_settings.index.name, id=f"{tag}-{n}")["_source"]["duplicate_group"]
+              for n in range(3)}
+    assert len(groups) == 1
+    assert len(found(viewer, q="shapes", tags=[tag])["hits"]) == 1
+    assert len(found(viewer, q="shapes", tags=[tag], all_copies=True)["hits"]) == 3
+
+    assert open_page(browser, f"{viewer}/?q=shapes&tags={tag}") == "done"
+    assert len(results(browser)) == 1
+    browser.find_element(By.ID, "all_copies").click()
+    WebDriverWait(browser, 60).until(lambda d: "all=1" in d.current_url and d.execute_script(
+        "return document.body.dataset.state") == "done")
+    assert sorted(r.get_attribute("data-id") for r in results(browser)) == [f"{tag}-{n}" for n in range(3)]

@@ -12,6 +12,9 @@ from connectors.adapter import encode
 from connectors.adapter.schemas import AnalyzeResponse, EmbedResponse, ModelInfo
 
 MODEL = ModelInfo(clip_variant="v", clip_weights="w", detector="d", detector_weights="dw")
+PICTURE = encode.PictureFacts(thumbnail="dGh1bWI=", content_hash="c0ffee", perceptual_hash="ab" * 32,
+                              duplicate_group="g1")
+NO_PICTURE = encode.PictureFacts(thumbnail=None, content_hash="c0ffee", perceptual_hash=None, duplicate_group="c0ffee")
 
 
 def triton_result(objects: int, dim: int = 8) -> dict[str, np.ndarray]:
@@ -25,9 +28,10 @@ def triton_result(objects: int, dim: int = 8) -> dict[str, np.ndarray]:
 
 def test_an_analysis_is_an_analyze_response_with_the_same_float32_values():
     result = triton_result(3)
-    body = encode.analysis(result, MODEL, "dGh1bWI=").body
+    body = encode.analysis(result, MODEL, PICTURE).body
     parsed = AnalyzeResponse.model_validate_json(body)
     assert (parsed.width, parsed.height) == (64, 48) and parsed.thumbnail == "dGh1bWI=" and parsed.model == MODEL
+    assert (parsed.content_hash, parsed.perceptual_hash, parsed.duplicate_group) == ("c0ffee", "ab" * 32, "g1")
     assert np.array_equal(np.array(parsed.embedding, np.float32), result["embedding"])
     for i, obj in enumerate(parsed.objects):
         assert np.array_equal(np.array(obj.object_embedding, np.float32), result["object_embeddings"][i])
@@ -38,8 +42,8 @@ def test_an_analysis_is_an_analyze_response_with_the_same_float32_values():
 
 
 def test_no_objects_and_no_thumbnail():
-    parsed = AnalyzeResponse.model_validate_json(encode.analysis(triton_result(0), MODEL, None).body)
-    assert parsed.objects == [] and parsed.thumbnail is None
+    parsed = AnalyzeResponse.model_validate_json(encode.analysis(triton_result(0), MODEL, NO_PICTURE).body)
+    assert parsed.objects == [] and parsed.thumbnail is None and parsed.perceptual_hash is None
 
 
 def test_floats_take_the_shortest_text_that_reads_back_as_the_same_float32():
@@ -57,7 +61,7 @@ def test_embeddings_are_an_embed_response():
 
 def test_base64_vectors_carry_the_same_float32_bytes():
     result = triton_result(2)
-    parsed = AnalyzeResponse.model_validate_json(encode.analysis(result, MODEL, None, vectors="base64").body)
+    parsed = AnalyzeResponse.model_validate_json(encode.analysis(result, MODEL, NO_PICTURE, vectors="base64").body)
     assert isinstance(parsed.embedding, str)
     assert np.array_equal(np.frombuffer(base64.b64decode(parsed.embedding), "<f4"), result["embedding"])
     for i, obj in enumerate(parsed.objects):

@@ -102,3 +102,49 @@ def test_a_full_queue_answers_busy(adapter):
     queue.waiting, queue.running = 0, 0
     assert response.status_code == 429 and response.headers[THROTTLING_HEADER] == THROTTLING_VALUE
     assert "requests ahead" in body_of(response)["detail"]
+
+
+class Neighbours:
+    """The duplicate lookup's index search: a fixed answer, or a failure."""
+
+    def __init__(self, found: list[tuple[str, str]], fail: bool = False) -> None:
+        self.found, self.fail, self.asked = found, fail, []
+
+    async def near(self, index, embedding, k):
+        self.asked.append(index)
+        if self.fail:
+            raise ConnectionError("OpenSearch refused the connection")
+        return self.found
+
+
+def with_lookup(app, neighbours: Neighbours) -> None:
+    from connectors.adapter.duplicates import DuplicateGroups, RecentGroups
+
+    app.state.duplicates = DuplicateGroups(neighbours, 36, 10, RecentGroups(0))
+
+
+def test_an_image_joins_the_group_of_a_copy_found_in_its_index(adapter):
+    client, _, app = adapter
+    first = client.post("/v1/analyze", json={"image": jpeg_b64()}).json()
+    assert first["duplicate_group"] == first["content_hash"]  # no index named: nothing looked up
+    neighbours = Neighbours([("group-of-the-original", first["perceptual_hash"])])
+    with_lookup(app, neighbours)
+    copy = client.post("/v1/analyze", json={"image": jpeg_b64(), "duplicates_index": "images"}).json()
+    assert copy["duplicate_group"] == "group-of-the-original" and neighbours.asked == ["images"]
+
+
+def test_a_document_that_carries_its_group_keeps_it_without_a_lookup(adapter):
+    client, _, app = adapter
+    neighbours = Neighbours([], fail=True)
+    with_lookup(app, neighbours)
+    answer = client.post("/v1/analyze", json={"image": jpeg_b64(), "duplicates_index": "images",
+                                              "duplicate_group": "kept"}).json()
+    assert answer["duplicate_group"] == "kept" and neighbours.asked == []
+
+
+def test_a_failed_lookup_is_transient(adapter):
+    client, _, app = adapter
+    with_lookup(app, Neighbours([], fail=True))
+    response = client.post("/v1/analyze", json={"image": jpeg_b64(), "duplicates_index": "images"})
+    assert response.status_code == 503 and THROTTLING_HEADER not in response.headers
+    assert body_of(response)[RETRYABLE_FIELD] is True and "refused" in body_of(response)["detail"]

@@ -43,6 +43,9 @@ def built_bodies() -> dict[str, dict]:
             "a blue star", filters=Filters(classes=("star",), tags=("holiday",))),
         "hybrid, a tag": queries.hybrid_query("a green triangle", "triangle", filters=Filters(tags=("holiday",))),
         "page 3 of 10": queries.text_query("a red circle", 10, offset=20),
+        "counted, one per picture": queries.one_per_picture(queries.text_query("shapes", filters=Filters(counts=(
+            queries.Count.parse("circle>=2"), queries.Count.parse("star=0"))))),
+        "like a stored object": queries.like_object_query([0.12, -0.03, 0.5], exclude_id="photo-1"),
     }
 
 
@@ -76,7 +79,7 @@ def test_every_body_the_builders_give_the_pages_is_shown_somewhere():
 def test_the_search_page_shows_every_mode_of_the_readme():
     readme = [body for page, _, body in page_bodies() if page == "README.md"]
     search = [body for page, _, body in page_bodies() if page == "docs/search.md"]
-    assert len(readme) == 4 and all(body in search for body in readme)
+    assert len(readme) == 5 and all(body in search for body in readme)
 
 
 def slug(heading: str) -> str:

@@ -31,9 +31,10 @@ def test_the_readme_examples_are_what_the_builders_build():
     built = [
         queries.text_query("a red circle"),
         queries.object_query("a blue star"),
-        queries.text_query("shapes on grass", filters=Filters(classes=("circle",), min_confidence=0.5,
-                                                              since="2026-01-01", tags=("holiday",))),
         queries.hybrid_query("a green triangle", "triangle"),
+        queries.one_per_picture(queries.text_query("shapes", filters=Filters(counts=(
+            queries.Count.parse("circle>=2"), queries.Count.parse("star=0"))))),
+        queries.like_object_query([0.12, -0.03, 0.5], exclude_id="photo-1"),
     ]
     assert len(bodies) == len(built)
     for readme, body in zip(bodies, built, strict=True):
@@ -187,3 +188,50 @@ def test_the_contact_sheet_is_self_contained_and_escaped():
     assert sheet.count('class="box') == 2 and sheet.count('class="box matched"') == 1
     assert "left:10.000%;top:10.000%;width:10.000%;height:10.000%" in sheet  # original pixels → percentages
     assert "http" not in sheet
+
+
+@pytest.mark.parametrize(("text", "least", "most"), [
+    ("circle>=2", 2, None), ("circle > 1", 2, None), ("star=0", 0, 0), ("star==3", 3, 3), ("square<=1", None, 1),
+    ("square<2", None, 1), ("traffic light>=1", 1, None)])
+def test_counts_parse_into_bounds(text, least, most):
+    count = queries.Count.parse(text)
+    assert (count.least, count.most) == (least, most) and count.class_name == text.split("<")[0].split(">")[0] \
+        .split("=")[0].strip()
+
+
+@pytest.mark.parametrize("text", ["circle", ">=2", "circle>=two", "circle=>2"])
+def test_a_count_that_is_not_one_is_refused(text):
+    with pytest.raises(ValueError, match="not a count"):
+        queries.Count.parse(text)
+
+
+def test_at_least_two_circles_and_no_star_treats_a_missing_count_as_zero():
+    body = queries.text_query("shapes", filters=Filters(counts=(queries.Count.parse("circle>=2"),
+                                                                 queries.Count.parse("star=0"))))
+    clauses = body["query"]["neural"]["global_image_embedding"]["filter"]["bool"]["filter"]
+    assert clauses == [{"range": {"object_counts.circle": {"gte": 2}}},
+                       {"bool": {"must_not": [{"range": {"object_counts.star": {"gte": 1}}}]}}]
+
+
+def test_like_object_is_a_nested_knn_with_the_stored_vector_without_its_own_image():
+    document = {"_id": "d1", "_source": {"detected_objects": [{"object_embedding": [0.1, 0.2]},
+                                                              {"object_embedding": [0.3, 0.4]}]}}
+    vector = queries.stored_object_vector(document, 1)
+    body = queries.like_object_query(vector, 10, exclude_id="d1")
+    nested = body["query"]["bool"]["must"][0]["nested"]
+    assert nested["query"] == {"knn": {"detected_objects.object_embedding": {
+        "vector": [0.3, 0.4], **queries.knn_options(queries.OBJECT_CANDIDATES)}}}
+    assert nested["inner_hits"]["size"] == 1
+    assert body["query"]["bool"]["must_not"] == [{"ids": {"values": ["d1"]}}]
+    with pytest.raises(IndexError, match="no object 2"):
+        queries.stored_object_vector(document, 2)
+
+
+def test_one_per_picture_collapses_on_the_group_and_facets_read_back():
+    body = queries.one_per_picture(queries.with_class_facets(queries.text_query("a red circle")))
+    assert body["collapse"] == {"field": "duplicate_group"} and "classes" in body["aggs"]
+    answer = {"aggregations": {"classes": {"doc_count": 9, "names": {"buckets": [
+        {"key": "circle", "doc_count": 5, "images": {"doc_count": 3}},
+        {"key": "star", "doc_count": 1, "images": {"doc_count": 1}}]}}}}
+    assert queries.class_facets(answer) == {"circle": 3, "star": 1}
+    assert queries.class_facets({}) == {}

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import RequestError, TransportError
 
-from client.queries import Filters, search_body
+from client.queries import Count, Filters, one_per_picture, search_body, with_class_facets
 from common.config import load_config
 from viewer.app import MIN_CANDIDATES, create_app
 
@@ -30,9 +30,10 @@ class FakeOpenSearch:
         self.bodies.append(body)
         if self.fail is not None:
             raise self.fail
-        if body.get("aggs"):
+        if body.get("size") == 0:  # the class suggestions
             return {"aggregations": {"objects": {"classes": {"buckets": [{"key": "star"}, {"key": "circle"}]}}}}
-        return {"took": 3, "hits": {"total": {"value": 40, "relation": "eq"}, "hits": [HIT]}}
+        facets = {"classes": {"names": {"buckets": [{"key": "star", "doc_count": 1, "images": {"doc_count": 1}}]}}}
+        return {"took": 3, "hits": {"total": {"value": 40, "relation": "eq"}, "hits": [HIT]}, "aggregations": facets}
 
     def ping(self) -> bool:
         return self.fail is None
@@ -61,11 +62,24 @@ def test_a_search_is_built_by_the_shared_builders(viewer):
     answer = client.post("/api/search", json={"q": "a star", "objects": True, "classes": ["star", " "],
                                               "tags": ["t"], "since": "2026-01-01", "page": 3, "size": 5})
     assert answer.status_code == 200
-    assert fake.bodies[-1] == search_body(text="a star", objects=True, filters=Filters(
-        classes=("star",), tags=("t",), since="2026-01-01"), k=5, offset=10, candidates=MIN_CANDIDATES)
+    built = search_body(text="a star", objects=True, filters=Filters(classes=("star",), tags=("t",),
+                                                                      since="2026-01-01"),
+                        k=5, offset=10, candidates=MIN_CANDIDATES)
+    assert fake.bodies[-1] == one_per_picture(with_class_facets(built))
     body = answer.json()
     assert (body["total"], body["page"], body["mode"]) == (40, 3, "object-by-text")
+    assert body["facets"] == {"star": 1}
     assert body["hits"][0]["matched"] == 0 and body["hits"][0]["thumbnail"] == "QUJD"
+
+
+def test_every_copy_and_counts_when_asked(viewer):
+    client, fake = viewer
+    answer = client.post("/api/search", json={"q": "a star", "all_copies": True, "counts": ["star>=2", "circle=0"]})
+    assert answer.status_code == 200 and "collapse" not in fake.bodies[-1]
+    assert fake.bodies[-1] == with_class_facets(search_body(text="a star", filters=Filters(counts=(
+        Count.parse("star>=2"), Count.parse("circle=0"))), k=12, candidates=MIN_CANDIDATES))
+    refused = client.post("/api/search", json={"q": "a star", "counts": ["star>=two"]})
+    assert refused.status_code == 400 and "not a count" in refused.json()["error"]
 
 
 def test_an_uploaded_image_is_the_query(viewer):

@@ -1,15 +1,18 @@
 // The search page. The URL holds the search (?q=…&objects=1&class=…&min_confidence=…&tags=…&since=…&until=…
-// &page=…&size=…) so a search can be linked and reloaded; a query image cannot travel in a URL and is kept only
-// while the page is open. Everything drawn comes from the viewer's /api/search; text is always set as text.
+// &counts=…&all=1&like=DOC:N&page=…&size=…) so a search can be linked and reloaded; a query image cannot travel in
+// a URL and is kept only while the page is open. Everything drawn comes from the viewer's /api/search; text is
+// always set as text. Clicking a box searches for images holding objects like it (its stored embedding); clicking a
+// class facet filters on images holding at least one object of that class (the "how many" field shows it).
 "use strict";
 
-const FIELDS = ["q", "class", "min_confidence", "tags", "since", "until", "size"];
+const FIELDS = ["q", "class", "min_confidence", "tags", "since", "until", "counts", "size"];
 const MAX_FRAME_WIDTH = 240;
 const MAX_FRAME_HEIGHT = 300;
 
 const $ = (id) => document.getElementById(id);
 const form = $("search-form");
 let queryImage = null; // data URL of the chosen query image
+let likeObject = null; // "DOC_ID:N": the clicked box whose look-alikes are searched
 let page = 1;
 let lastTotal = 0;
 let sequence = 0; // answers to older searches are dropped
@@ -30,9 +33,12 @@ function readUrl() {
   for (const name of FIELDS) {
     if (params.has(name)) $(name).value = params.get(name);
   }
-  $("objects").checked = ["1", "true", "on", "yes"].includes((params.get("objects") || "").toLowerCase());
+  const yes = (name) => ["1", "true", "on", "yes"].includes((params.get(name) || "").toLowerCase());
+  $("objects").checked = yes("objects");
+  $("all_copies").checked = yes("all");
+  setLike(params.get("like"));
   page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
-  return params.has("q") && params.get("q").trim() !== "";
+  return likeObject !== null || (params.has("q") && params.get("q").trim() !== "");
 }
 
 function writeUrl() {
@@ -42,6 +48,8 @@ function writeUrl() {
     if (value !== "" && !(name === "size" && value === "12")) params.set(name, value);
   }
   if ($("objects").checked) params.set("objects", "1");
+  if ($("all_copies").checked) params.set("all", "1");
+  if (likeObject) params.set("like", likeObject);
   if (page > 1) params.set("page", String(page));
   const url = window.location.pathname + (params.toString() ? "?" + params.toString() : "");
   if (url !== window.location.pathname + window.location.search) window.history.pushState(null, "", url);
@@ -58,6 +66,9 @@ function request() {
     tags: splitList($("tags").value),
     since: $("since").value.trim() || null,
     until: $("until").value.trim() || null,
+    counts: splitList($("counts").value),
+    like_object: likeObject,
+    all_copies: $("all_copies").checked,
     page: page,
     size: parseInt($("size").value, 10) || 12,
   };
@@ -100,6 +111,12 @@ function drawBox(frame, object, hit, displayHeight, index) {
   if (index === hit.matched) box.classList.add("matched");
   box.title = `${object.class_name} ${Number(object.confidence).toFixed(3)}`;
   box.append(element("span", "label", `${object.class_name} ${Number(object.confidence).toFixed(2)}`));
+  box.addEventListener("click", () => { // look-alikes of this very object, by its stored embedding
+    setLike(`${hit.id}:${index}`, `${object.class_name} in ${hit.filename || hit.image_id || hit.id}`);
+    page = 1;
+    writeUrl();
+    search();
+  });
   frame.append(box);
 }
 
@@ -137,7 +154,43 @@ function renderHit(hit, objectLevel) {
   return card;
 }
 
+function setLike(ref, label) {
+  likeObject = ref || null;
+  $("like-chosen").hidden = likeObject === null;
+  $("like-label").textContent = likeObject ? `objects like ${label || likeObject}` : "";
+}
+
+function countsList() {
+  return splitList($("counts").value);
+}
+
+function toggleClass(name) { // a facet click: images holding at least one such object, or no longer
+  const wanted = `${name}>=1`;
+  const counts = countsList();
+  const kept = counts.filter((c) => c.replace(/\s+/g, "") !== wanted);
+  $("counts").value = (kept.length === counts.length ? [...counts, wanted] : kept).join(", ");
+  page = 1;
+  writeUrl();
+  search();
+}
+
+function renderFacets(facets) {
+  const active = new Set(countsList().map((c) => c.replace(/\s+/g, "")));
+  const names = Object.keys(facets || {});
+  $("facets").replaceChildren(...names.map((name) => {
+    const button = element("button", "facet", `${name} (${facets[name]})`);
+    button.type = "button";
+    button.dataset.class = name;
+    if (active.has(`${name}>=1`)) button.classList.add("active");
+    button.style.setProperty("--colour", colour(name));
+    button.addEventListener("click", () => toggleClass(name));
+    return button;
+  }));
+  $("facets").hidden = names.length === 0;
+}
+
 function render(answer, objectLevel) {
+  renderFacets(answer.facets);
   const results = $("results");
   results.classList.toggle("object-level", objectLevel);
   results.replaceChildren(...answer.hits.map((hit) => renderHit(hit, objectLevel)));
@@ -156,7 +209,7 @@ function render(answer, objectLevel) {
 
 async function search() {
   const body = request();
-  if (!body.image && body.q.trim() === "") {
+  if (!body.image && !body.like_object && body.q.trim() === "") {
     showError("Type a text query or choose a query image.");
     return;
   }
@@ -180,7 +233,7 @@ async function search() {
     return;
   }
   if (mine !== sequence) return;
-  render(answer, body.objects);
+  render(answer, body.objects || body.like_object !== null);
   document.body.dataset.state = "done";
 }
 
@@ -215,10 +268,13 @@ function chooseImage(file) {
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   page = 1;
+  if (event.submitter && event.submitter.id === "submit") setLike(null); // a new text or image search
   writeUrl();
   search();
 });
 $("objects").addEventListener("change", () => form.requestSubmit());
+$("all_copies").addEventListener("change", () => form.requestSubmit());
+$("like-clear").addEventListener("click", () => { setLike(null); writeUrl(); });
 $("size").addEventListener("change", () => form.requestSubmit());
 $("image").addEventListener("change", (event) => {
   if (event.target.files.length) chooseImage(event.target.files[0]);

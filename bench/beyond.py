@@ -1,0 +1,165 @@
+"""Duplicate groups, object counts and search by a box, measured through OpenSearch on the held-out scenes.
+
+They run on scenes `bench.relevance` indexed (its `Measure`: the index, the scenes and their tag), so the same
+1000 pictures serve every measure:
+
+* duplicates: resized (0.5–0.8×, bilinear) and recompressed (JPEG 60–80) copies of some scenes and exact copies of
+  others are indexed through the pipeline under a tag of their own; a copy must carry its original's group, and
+  two different scenes must not share one (the share of originals whose group another original also has);
+* object counts: every document's `object_counts` equals its detected objects counted by class, and every hit of
+  a count-filtered query (each class at least two, "at least two circles and no star", each class none) satisfies
+  the filter by its detected objects (precision);
+* search by a box: a detected box that overlaps a true object is "clicked" — its stored embedding searched with
+  `like_object_query` — and each of the top 10 must hold an object of that class and colour (the matched object
+  itself is judged too).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from opensearchpy import OpenSearch, helpers
+from PIL import Image
+
+from bench.relevance import MIN_IOU, Measure, Scene, _iou
+from client.bulk import Doc, bulk_index
+from client.queries import OBJECTS, Count, Filters, like_object_query, matched_object, stored_object_vector, text_query
+from common.contract import DUPLICATE_GROUP_FIELD, OBJECT_COUNTS_FIELD
+from export.shapes.dataset import CLASS_NAMES
+
+COPY_JOIN_TARGET, EXACT_JOIN_TARGET, FALSE_SHARE_TARGET = 0.95, 1.0, 0.01
+COUNT_PRECISION_TARGET, LIKE_OBJECT_TARGET = 1.0, 0.9
+SCALES, QUALITIES = (0.5, 0.8), (60, 80)
+SEED = 2606  # the copies' sizes and qualities
+
+
+def resized_copy(scene: Scene, rng: random.Random) -> bytes:
+    """A user's copy: resized by 0.5–0.8 and saved once at JPEG quality 60–80."""
+    picture = Image.open(io.BytesIO(scene.jpeg)).convert("RGB")
+    scale = rng.uniform(*SCALES)
+    w, h = picture.size
+    out = io.BytesIO()
+    picture.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR).save(
+        out, "JPEG", quality=rng.randint(*QUALITIES))
+    return out.getvalue()
+
+
+def _scan(client: OpenSearch, index: str, tag: str, fields: list[str]) -> Iterator[dict]:
+    query = {"query": {"term": {"tags": tag}}, "_source": ["image_id", *fields]}
+    yield from helpers.scan(client, index=index, query=query, size=500)
+
+
+def _groups(client: OpenSearch, index: str, tag: str) -> dict[str, str]:
+    return {h["_source"]["image_id"]: h["_source"].get(DUPLICATE_GROUP_FIELD, "")
+            for h in _scan(client, index, tag, [DUPLICATE_GROUP_FIELD])}
+
+
+def duplicates(m: Measure, resized: int, exact: int, progress: Callable[[str], None] = lambda _: None
+               ) -> dict[str, Any]:
+    """Copies of the first `resized` + `exact` scenes indexed under `<tag>-copies`, judged, then deleted."""
+    rng = random.Random(SEED)
+    scenes = list(m.scenes.values())
+    copy_tag = f"{m.tag}-copies"
+    kinds = {s.id: "resized" for s in scenes[:resized]} | {s.id: "exact" for s in scenes[resized:resized + exact]}
+    docs = [Doc(f"{s.id}-copy", {"image_id": f"{s.id}-copy", "tags": [copy_tag], "image_b64": base64.b64encode(
+        resized_copy(s, rng) if kinds[s.id] == "resized" else s.jpeg).decode()}) for s in scenes if s.id in kinds]
+    progress(f"indexing {len(docs)} copies")
+    outcome = bulk_index(m.client, m.index, docs, label=f"indexing {len(docs)} copies")
+    try:
+        m.client.indices.refresh(index=m.index)
+        progress("reading the groups")
+        originals = _groups(m.client, m.index, m.tag)
+        copies = _groups(m.client, m.index, copy_tag)
+        joined = {kind: [copies.get(f"{i}-copy") == originals.get(i) for i, k in kinds.items() if k == kind]
+                  for kind in ("resized", "exact")}
+        shared = Counter(originals.values())
+        sharing = [i for i, g in originals.items() if shared[g] > 1]
+        return {"originals": len(originals), "resized": len(joined["resized"]), "exact": len(joined["exact"]),
+                "copies_indexed": len(copies), "copies_rejected": len(outcome.rejected),
+                "resized_joined": _rate(joined["resized"]), "exact_joined": _rate(joined["exact"]),
+                "false_share": len(sharing) / max(1, len(originals)), "sharing_examples": sorted(sharing)[:6],
+                "groups_without_value": sum(1 for g in originals.values() if not g)}
+    finally:
+        m.client.delete_by_query(index=m.index, body={"query": {"term": {"tags": copy_tag}}}, refresh=True,
+                                 conflicts="proceed")
+
+
+def _rate(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def _detected(source: dict) -> Counter[str]:
+    return Counter(o.get("class_name") for o in source.get(OBJECTS) or [])
+
+
+def _satisfies(counts: Counter[str], wanted: tuple[Count, ...]) -> bool:
+    return all((c.least is None or counts[c.class_name] >= c.least) and (c.most is None or counts[c.class_name]
+                                                                        <= c.most) for c in wanted)
+
+
+def count_queries() -> list[tuple[str, tuple[Count, ...]]]:
+    """Each class at least two, each class none, and the README's "at least two circles and no star"."""
+    queries = [(f"{c}>=2", (Count.parse(f"{c}>=2"),)) for c in CLASS_NAMES]
+    queries += [(f"{c}=0", (Count.parse(f"{c}=0"),)) for c in CLASS_NAMES]
+    return [*queries, ("circle>=2, star=0", (Count.parse("circle>=2"), Count.parse("star=0")))]
+
+
+def counts(m: Measure, k: int = 100) -> dict[str, Any]:
+    docs = list(_scan(m.client, m.index, m.tag, [f"{OBJECTS}.class_name", OBJECT_COUNTS_FIELD]))
+    exact = [dict(_detected(h["_source"])) == {c: n for c, n in (h["_source"].get(OBJECT_COUNTS_FIELD) or {}).items()
+                                                if n} for h in docs]
+    per: dict[str, dict[str, int]] = {}
+    for label, wanted in count_queries():
+        body = text_query("shapes", k, filters=Filters(tags=(m.tag,), counts=wanted),
+                          source=["image_id", f"{OBJECTS}.class_name"])
+        hits = m._hits(body)
+        truth = sum(_satisfies(_detected(h["_source"]), wanted) for h in docs)
+        per[label] = {"hits": len(hits), "right": sum(_satisfies(_detected(h["_source"]), wanted) for h in hits),
+                      "true_in_set": truth}
+    found, right = sum(p["hits"] for p in per.values()), sum(p["right"] for p in per.values())
+    return {"documents": len(docs), "counts_exact": _rate(exact), "filter_hits": found,
+            "filter_precision": right / found if found else 0.0, "queries": per}
+
+
+def _clicks(m: Measure, count: int) -> Iterator[tuple[int, dict]]:
+    """(object index, {class, colour, document id}) of detected boxes that overlap a true object: one per scene,
+    scenes in id order."""
+    hits = sorted(_scan(m.client, m.index, m.tag, [f"{OBJECTS}.bbox"]), key=lambda h: h["_source"]["image_id"])
+    for hit in hits:
+        scene = m.scenes.get(hit["_source"]["image_id"])
+        objects = hit["_source"].get(OBJECTS) or []
+        if scene is None or not objects:
+            continue
+        for n, detected in enumerate(objects):
+            best = max(scene.boxes, key=lambda b: _iou(detected["bbox"], b))
+            if _iou(detected["bbox"], best) >= MIN_IOU:
+                yield n, {"class": best.name, "colour": best.colour, "id": hit["_id"]}
+                count -= 1
+                break
+        if count <= 0:
+            return
+
+
+def like_object(m: Measure, clicks: int, k: int = 10) -> dict[str, Any]:
+    holds = matched_right = total = 0
+    for n, truth in _clicks(m, clicks):
+        document = m.client.get(index=m.index, id=truth["id"], _source_includes=[f"{OBJECTS}.object_embedding"])
+        body = like_object_query(stored_object_vector(document, n), k, exclude_id=truth["id"],
+                                 filters=Filters(tags=(m.tag,)))
+        for hit in m._hits(body):
+            found = m._scene(hit)
+            holds += any((b.name, b.colour) == (truth["class"], truth["colour"]) for b in found.boxes)
+            matched = matched_object(hit)
+            if matched is not None:
+                bbox = matched[1].get("bbox") or {}
+                best = max(found.boxes, key=lambda b: _iou(bbox, b)) if bbox else None
+                matched_right += best is not None and _iou(bbox, best) >= MIN_IOU and (
+                    best.name, best.colour) == (truth["class"], truth["colour"])
+            total += 1
+    return {"clicks": clicks, "hits": total, "hold_rate": holds / total if total else 0.0,
+            "matched_rate": matched_right / total if total else 0.0}
