@@ -113,7 +113,7 @@ def run(ctx: Context, args: argparse.Namespace, progress: Progress) -> Results:
                 results["images"] = env.image_set.describe()
                 env.image_set.create_indices(ctx)
             results.update(_run_stages(plan.image_set, env, progress))
-        results["memory"] = {"idle": idle, "under_load": sampler.result(), "pids": memory.stack_pids(ctx)}
+        results["memory"] = {"idle": idle, "under_load": sampler.result(), "pids": memory.stack_pids(ctx.settings)}
     finally:
         if env.image_set is not None:
             env.image_set.delete(ctx)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import io
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,7 +34,7 @@ from common.contract import DUPLICATE_GROUP_FIELD, OBJECT_COUNTS_FIELD
 from export.shapes.dataset import CLASS_NAMES
 
 COPY_JOIN_TARGET, EXACT_JOIN_TARGET, FALSE_SHARE_TARGET = 0.95, 1.0, 0.01
-COUNT_PRECISION_TARGET, LIKE_OBJECT_TARGET = 1.0, 0.9
+COUNT_PRECISION_TARGET, LIKE_OBJECT_TARGET, INGEST_COST_TARGET = 1.0, 0.9, 0.95
 SCALES, QUALITIES = (0.5, 0.8), (60, 80)
 SEED = 2606  # the copies' sizes and qualities
 
@@ -163,3 +164,64 @@ def like_object(m: Measure, clicks: int, k: int = 10) -> dict[str, Any]:
             total += 1
     return {"clicks": clicks, "hits": total, "hold_rate": holds / total if total else 0.0,
             "matched_rate": matched_right / total if total else 0.0}
+
+
+def _without_lookup(client: OpenSearch, pipeline: str, name: str) -> None:
+    """The shipped ingest pipeline as `name`, less the duplicate lookup: its analysis call does not name the index, so
+    the adapter looks nothing up (the content hash is then the group)."""
+    from common.contract import DUPLICATES_INDEX_PARAM
+
+    body = client.ingest.get_pipeline(id=pipeline)[pipeline]
+    for processor in body["processors"]:
+        for entry in processor.get("ml_inference", {}).get("input_map", []):
+            entry.pop(DUPLICATES_INDEX_PARAM, None)
+    client.ingest.put_pipeline(id=name, body=body)
+
+
+def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: int, tag: str,
+                progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Images/s through the shipped pipeline and through the same pipeline without the duplicate lookup, alternating
+    rounds of the same scenes into two indices of the images template that grow alike; the ratio of the medians.
+    A first round each way is not measured: it warms the JVM's compiled code for both paths (on a fresh node the
+    JIT compiler's CPU otherwise lands on whichever path runs first), as a running cluster would have it."""
+    from bench.ceiling import CpuMeter, components
+    from bench.context import template_body
+    from bench.memory import stack_pids
+    from bench.stats import median, summary
+
+    base, pipeline = settings.index.name, settings.index.ingest_pipeline
+    found = client.indices.get_index_template(name=base)["index_templates"][0]["index_template"]["template"]
+    plain = f"{pipeline}-bench-{tag}-nolookup"
+    _without_lookup(client, pipeline, plain)
+    names = {"with": f"{base}-bench-{tag}-with-lookup", "without": f"{base}-bench-{tag}-without-lookup"}
+    rates: dict[str, list[float]] = {"with": [], "without": []}
+    cpu: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
+    meter = CpuMeter(components(stack_pids(settings)))
+    try:
+        for kind, name in names.items():
+            body = template_body(found, with_ingest_pipeline=True)
+            if kind == "without":
+                body["settings"]["index"]["default_pipeline"] = plain
+            client.indices.create(index=name, body=body)
+        for r in range(-1, rounds):
+            for kind in (("with", "without") if r % 2 == 0 else ("without", "with")):
+                progress(f"ingest cost: {'warm-up' if r < 0 else f'round {r + 1}'}, {kind} the lookup")
+                docs = [Doc(f"{s.id}-r{r}", {"image_id": s.id, "image_b64": base64.b64encode(s.jpeg).decode()})
+                        for s in scenes]
+                meter.start()
+                start = time.perf_counter()
+                outcome = bulk_index(client, names[kind], docs, label=f"{kind} the lookup, round {r + 1}")
+                seconds = time.perf_counter() - start
+                spent = meter.stop(len(docs))
+                if r >= 0:
+                    cpu[kind].append(spent)
+                    rates[kind].append(outcome.count(names[kind]) / seconds)
+    finally:
+        for name in names.values():
+            client.indices.delete(index=name, ignore_unavailable=True)
+        client.ingest.delete_pipeline(id=plain)
+    components_ms = {kind: {name: round(median([c[name] for c in runs]), 2) for name in runs[0]}
+                     for kind, runs in cpu.items()}
+    return {"images": len(scenes), "rounds": rounds, "with_lookup": summary(rates["with"]),
+            "without_lookup": summary(rates["without"]),
+            "ratio": round(median(rates["with"]) / median(rates["without"]), 3), "cpu_ms_per_image": components_ms}

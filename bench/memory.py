@@ -16,6 +16,7 @@ import psutil
 
 from bench.context import Context
 from bench.stats import summary
+from common.config import Settings
 
 MB = 1024 * 1024
 
@@ -36,9 +37,8 @@ def _listener(port: int) -> int | None:
     return None
 
 
-def stack_pids(ctx: Context) -> dict[str, int]:
+def stack_pids(s: Settings) -> dict[str, int]:
     """tritonserver, adapter and OpenSearch: from `make up`'s pid files, else whoever listens on the port."""
-    s = ctx.settings
     run = s.cache / "run"
     found = {
         "triton": _pid_from(run / "triton.pid") or _listener(s.triton.http_port),
@@ -81,7 +81,7 @@ class MemorySampler:
     _thread: threading.Thread | None = None
 
     def sample(self) -> None:
-        pids = stack_pids(self.ctx)
+        pids = stack_pids(self.ctx.settings)
         for name, pid in pids.items():
             with contextlib.suppress(psutil.Error):
                 rss, pss = _rss_pss(_tree(pid, children=name == "triton"))

@@ -305,8 +305,11 @@ def matched_object(hit: dict) -> tuple[int, dict] | None:
 
 
 def copies_query(embedding: list[float], k: int) -> dict:
-    """The `k` documents whose global embedding is nearest `embedding` and that carry a duplicate group, with their
-    group and perceptual hash: where the adapter looks for earlier copies of an image it analyzes."""
-    return {"size": k, "_source": [DUPLICATE_GROUP, PERCEPTUAL_HASH],
-            "query": {"knn": {"global_image_embedding": {"vector": embedding, **knn_options(k),
-                                                         "filter": {"exists": {"field": DUPLICATE_GROUP}}}}}}
+    """The `k` documents whose global embedding is nearest `embedding`, with their duplicate group and perceptual
+    hash: where the adapter looks for earlier copies of an image it analyzes. Both come from doc values, not from
+    `_source` (which derived source would first rebuild with every vector); no filter (an `exists` filter costs a
+    pass over the index per query; the rare document without a group is skipped by the reader). The HNSW search
+    explores only `k` candidates: a copy embeds next to its original, it needs no wider search."""
+    return {"size": k, "_source": False, "docvalue_fields": [DUPLICATE_GROUP, PERCEPTUAL_HASH],
+            "query": {"knn": {"global_image_embedding": {"vector": embedding, "k": k,
+                                                         "method_parameters": {"ef_search": k}}}}}
