@@ -15,15 +15,14 @@ naming the stage and the run, rather than print a wrong figure.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.stages import STAGES
 from bench.tables import Row
+from common import generated_block
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -83,29 +82,13 @@ def block(runs: list[tuple[str, dict[str, Any]]]) -> str:
 
 
 def rewrite(text: str, generated: str) -> str:
-    """`text` with everything from BEGIN to END replaced by `generated` (which carries both markers)."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the markers are missing from the page: {BEGIN!r} … {END!r}")
-    return text[:start] + generated + text[end + len(END):]
+    """`text` with the generated block replaced by `generated`."""
+    return generated_block.rewrite(text, generated, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.figures", description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="only say whether the page is up to date (exit 1 if not)")
-    p.add_argument("--page", type=Path, default=DOC, help="the page holding the markers (default docs/benchmarks.md)")
-    args = p.parse_args(argv)
-    text = args.page.read_text()
-    updated = rewrite(text, block(load_runs()))
-    if args.check:
-        if updated != text:
-            print(f"{args.page} is out of date: run python -m bench.figures", file=sys.stderr)
-            return 1
-        return 0
-    if updated != text:
-        args.page.write_text(updated)
-        print(f"rewritten: {args.page}")
-    return 0
+    return generated_block.main(argv, prog="bench.figures", description=__doc__.splitlines()[0], page=DOC,
+                                generate=lambda: block(load_runs()), begin=BEGIN, end=END)
 
 
 if __name__ == "__main__":

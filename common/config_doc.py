@@ -7,11 +7,9 @@ up to date (tests/unit/test_config_explain.py fails when it is not).
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
-from pathlib import Path
 
+from common import generated_block
 from common.config import REPO_ROOT, config_fields, default_value, format_value, section_description, sections
 
 DOC = REPO_ROOT / "docs" / "operations.md"
@@ -42,27 +40,13 @@ def block() -> str:
 
 
 def rewrite(text: str, generated: str) -> str:
-    """`text` with everything from BEGIN to END replaced by `generated` (which carries both markers)."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"the markers are missing from the page: {BEGIN!r} … {END!r}")
-    return text[:start] + generated + text[end + len(END):]
+    """`text` with the generated block replaced by `generated`."""
+    return generated_block.rewrite(text, generated, BEGIN, END)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m common.config_doc", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="only say whether the page is up to date (exit 1 if not)")
-    parser.add_argument("--page", type=Path, default=DOC, help="the page holding the markers")
-    args = parser.parse_args(argv)
-    text = args.page.read_text()
-    updated = rewrite(text, block())
-    if args.check:
-        if updated != text:
-            print(f"{args.page} is out of date: run python -m common.config_doc", file=sys.stderr)
-            return 1
-        return 0
-    args.page.write_text(updated)
-    return 0
+    return generated_block.main(argv, prog="common.config_doc", description=__doc__.splitlines()[0], page=DOC,
+                                generate=block, begin=BEGIN, end=END)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@ What they compute, in a few microseconds per image:
 
 * detector: the same `CONSTANT_BOXES` for every image, around the centre of the letterboxed frame (the letterbox
   centres the image, so the centre always holds image pixels and every box maps inside the original picture);
-* image encoder: the channel means of its input through a fixed random projection, L2-normalized, so different
-  pictures (and crops) get different unit vectors and the vector index does real work;
+* image encoder: the channel means of a `GRID` × `GRID` grid of its input through a fixed random projection,
+  L2-normalized, so different pictures (and crops) get different unit vectors spread over 48 dimensions and the vector
+  index does real work (the channel means of the whole input alone put every vector on a 3-dimensional surface,
+  where HNSW searches, such as the duplicate lookup's, explore far more than on real embeddings);
 * text encoder: the tokens through a fixed random projection, L2-normalized.
 
 Never the default and meaningless for search: their facts say so in `weights`, which every indexed document
@@ -31,6 +33,7 @@ from common.model_facts import ClipFacts, YoloFacts
 # objects per document of both), so the crops, embeddings and nested documents cost what they do for real.
 CONSTANT_BOXES = 3
 BOX_HALF = 24  # half a box side, in letterboxed pixels (640 frame)
+GRID = 4  # the image encoder pools its input to GRID × GRID cells per channel
 SEED = 20261206
 WEIGHTS_PREFIX = "free-networks"
 
@@ -58,10 +61,14 @@ def _unit_projection(features: str, rows: int, dim: int, output: str) -> tuple[l
 
 
 def image_encoder(clip: ClipFacts, input_name: str = "clip_input", output_name: str = "embedding") -> onnx.ModelProto:
-    pool = helper.make_node("ReduceMean", [input_name], ["means"], axes=[2, 3], keepdims=0)
-    nodes, weights = _unit_projection("means", 3, clip.embedding_dim, output_name)
     size = clip.image_size
-    return _model([pool, *nodes],
+    if size % GRID:
+        raise ValueError(f"the free image encoder pools {size} px into a {GRID}×{GRID} grid: not a multiple")
+    cell = size // GRID
+    pool = helper.make_node("AveragePool", [input_name], ["cells"], kernel_shape=[cell, cell], strides=[cell, cell])
+    flat = helper.make_node("Flatten", ["cells"], ["means"], axis=1)
+    nodes, weights = _unit_projection("means", 3 * GRID * GRID, clip.embedding_dim, output_name)
+    return _model([pool, flat, *nodes],
                   [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", 3, size, size])],
                   [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["batch", clip.embedding_dim])],
                   weights, "free_image_encoder", clip.opset)
@@ -109,7 +116,8 @@ def detector(yolo: YoloFacts, boxes: int = CONSTANT_BOXES) -> onnx.ModelProto:
 
 def weights_label(source_weights: str, source_exported_at: str) -> str:
     """What the free facts say their weights are: that they are not a model, and which export they stand in for."""
-    return (f"{WEIGHTS_PREFIX} (benchmark only, meaningless for search: constant boxes, pooled-pixel vectors) "
+    return (f"{WEIGHTS_PREFIX} (benchmark only, meaningless for search: constant boxes, {GRID}x{GRID}-pooled-pixel "
+            "vectors) "
             f"standing in for {source_weights}, exported {source_exported_at}")
 
 
