@@ -166,7 +166,7 @@ def like_object(m: Measure, clicks: int, k: int = 10) -> dict[str, Any]:
             "matched_rate": matched_right / total if total else 0.0}
 
 
-def _without_lookup(client: OpenSearch, pipeline: str, name: str) -> None:
+def without_lookup(client: OpenSearch, pipeline: str, name: str) -> None:
     """The shipped ingest pipeline as `name`, less the duplicate lookup: its analysis call does not name the index, so
     the adapter looks nothing up (the content hash is then the group)."""
     from common.contract import DUPLICATES_INDEX_PARAM
@@ -192,7 +192,7 @@ def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: 
     base, pipeline = settings.index.name, settings.index.ingest_pipeline
     found = client.indices.get_index_template(name=base)["index_templates"][0]["index_template"]["template"]
     plain = f"{pipeline}-bench-{tag}-nolookup"
-    _without_lookup(client, pipeline, plain)
+    without_lookup(client, pipeline, plain)
     names = {"with": f"{base}-bench-{tag}-with-lookup", "without": f"{base}-bench-{tag}-without-lookup"}
     rates: dict[str, list[float]] = {"with": [], "without": []}
     cpu: dict[str, list[dict[str, float]]] = {"with": [], "without": []}

@@ -148,14 +148,18 @@ class CpuMeter:
 
 # --- runs -----------------------------------------------------------------------------------------------------------
 
-def create_like(client: OpenSearch, template: str, name: str, ingest: bool) -> None:
-    """An index of the images template's settings and mapping, with or without its default (ingest) pipeline."""
+def create_like(client: OpenSearch, template: str, name: str, ingest: bool, pipeline: str | None = None) -> None:
+    """An index of the images template's settings and mapping, with or without its default (ingest) pipeline, or
+    with `pipeline` as its default one."""
     from bench.context import template_body
 
     found = client.indices.get_index_template(name=template)["index_templates"][0]["index_template"]["template"]
     with contextlib.suppress(Exception):
         client.indices.delete(index=name)
-    client.indices.create(index=name, body=template_body(found, with_ingest_pipeline=ingest))
+    body = template_body(found, with_ingest_pipeline=ingest)
+    if pipeline is not None:
+        body["settings"]["index"]["default_pipeline"] = pipeline
+    client.indices.create(index=name, body=body)
 
 
 def account(client: OpenSearch, settings: Settings, index: str, sent: int) -> dict[str, int]:
@@ -249,11 +253,20 @@ def run(settings: Settings, small: int, large: int, warmup: int, warmup_rounds: 
                                          "triton_max_batch_size": s.triton.max_batch_size,
                                          "client": "client/bulk.py: bulks of 16, 2 in flight"}}
         out["warm_up"] = warm_up(client, s, meter, warm_docs, warmup_rounds, progress)
+        from bench.beyond import without_lookup
+
+        no_lookup = f"{s.index.ingest_pipeline}-no-lookup"
+        without_lookup(client, s.index.ingest_pipeline, no_lookup)
         for name, ingest in (("ceiling-small", True), ("ceiling-raw", False), ("ceiling-large", True)):
             create_like(client, s.index.name, name, ingest)
+        create_like(client, s.index.name, "ceiling-no-lookup", True, pipeline=no_lookup)
         progress(f"pipeline: {small} images {SMALL[0]}×{SMALL[1]}")
         out["pipeline_small"] = timed_bulk(client, s, "ceiling-small", small_docs, meter,
                                            f"ceiling: pipeline {SMALL[0]}×{SMALL[1]}")
+        progress(f"pipeline without the duplicate lookup: {small} images")
+        out["pipeline_no_lookup"] = timed_bulk(client, s, "ceiling-no-lookup",
+                                               [Doc(f"n-{d.id}", d.source) for d in small_docs], meter,
+                                               "ceiling: pipeline without the duplicate lookup")
         out["document"] = document_shape(client, "ceiling-small")
         progress(f"raw write: the same {small} documents, pipeline=_none")
         raw_docs = list(analyzed_docs(client, "ceiling-small"))
@@ -271,6 +284,7 @@ def run(settings: Settings, small: int, large: int, warmup: int, warmup_rounds: 
 def summary(out: dict[str, Any]) -> dict[str, Any]:
     """The stage's one-line JSON: the issue's figures, measured runs only (not the warm-up)."""
     runs = [out["pipeline_small"], out["raw_small"], out["pipeline_large"]]
+    runs += [out["pipeline_no_lookup"]] if "pipeline_no_lookup" in out else []
     return {"sent": sum(r["sent"] for r in runs), "indexed": sum(r["indexed"] for r in runs),
             "lost": sum(r["lost"] for r in runs),
             "pipeline_images_per_s": out["pipeline_small"]["images_per_s"],
@@ -278,6 +292,9 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
             "pipeline_640x480_images_per_s": out["pipeline_large"]["images_per_s"],
             "warm_up_rounds": len(out["warm_up"]), "warm_up_lost": sum(w["lost"] for w in out["warm_up"]),
             "opensearch_bound_ratio": opensearch_bound_ratio(out),
+            **({"pipeline_no_lookup_images_per_s": out["pipeline_no_lookup"]["images_per_s"],
+                "no_lookup_cpu_ms_per_image": out["pipeline_no_lookup"]["cpu_ms_per_image"]}
+               if "pipeline_no_lookup" in out else {}),
             "cpu_ms_per_image": out["pipeline_small"]["cpu_ms_per_image"],
             "raw_cpu_ms_per_image": out["raw_small"]["cpu_ms_per_image"]}
 
@@ -292,9 +309,11 @@ def opensearch_bound_ratio(out: dict[str, Any]) -> float:
 
 def markdown(out: dict[str, Any]) -> list[str]:
     """The stage's section of the results page."""
-    runs = (("pipeline, 64×64 JPEGs", out["pipeline_small"]), ("raw write (pipeline=_none), same documents",
+    runs = [("pipeline, 64×64 JPEGs", out["pipeline_small"]), ("raw write (pipeline=_none), same documents",
                                                                 out["raw_small"]),
-            ("pipeline, 640×480 JPEGs", out["pipeline_large"]))
+            ("pipeline, 640×480 JPEGs", out["pipeline_large"])]
+    if "pipeline_no_lookup" in out:  # runs made before the duplicate lookup existed have no such row
+        runs.insert(1, ("pipeline without the duplicate lookup, 64×64", out["pipeline_no_lookup"]))
     names = sorted({k for _, r in runs for k in r["cpu_ms_per_image"]} - {"all_components", "machine"})
     warm = out["warm_up"]
     doc = out["document"]

@@ -27,7 +27,7 @@ def _warm_up_rounds(args: argparse.Namespace) -> int:
 
 
 def steps(args: argparse.Namespace) -> int:
-    return 5 + _warm_up_rounds(args)
+    return 6 + _warm_up_rounds(args)
 
 
 def run(env: StageEnv) -> dict[str, Any]:
