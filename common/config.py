@@ -361,7 +361,7 @@ class DuplicatesSettings(_Section):
         "or recompressed copies off their original, higher joins more different pictures (join and false-share "
         "rates: bench --only relevance)"))
     candidates: int = Field(10, ge=1, le=100, description="nearest global embeddings checked for a copy")
-    recent_s: float = Field(30, ge=0, description=(
+    recent_s: float = Field(5, ge=0, description=(
         "how long an adapter remembers the groups it gave, for copies analyzed before the first copy is searchable "
         "(OpenSearch refreshes every second by default)"))
     lookup_timeout_s: float = Field(10, gt=0, description="the lookup's search; past it the document is dead-"

