@@ -44,6 +44,11 @@ SPREAD = 0.75
 MIXTURE_SEED = 15
 
 
+def recall_at_k(hits: list[dict], truth: np.ndarray) -> float:
+    """The share of the exact nearest `truth` (ids as row numbers) among the hits (ids "0", "1", …)."""
+    return len({int(h["_id"]) for h in hits} & set(truth.tolist())) / len(truth)
+
+
 def _unit(data: np.ndarray) -> np.ndarray:
     """Unit rows, rounded to 6 decimals (what is sent is exactly what the truth is computed on)."""
     data = data / np.linalg.norm(data, axis=1, keepdims=True)
@@ -188,8 +193,7 @@ def run_one(ctx: Context, count: int, queries: int, tag: str, force_merge: bool 
                 found = ctx.cluster.request("POST", f"/{index}/_search", query)
                 results[mode]["ms"].append((time.perf_counter() - t1) * 1000)
                 results[mode]["took"].append(float(found["took"]))
-                ids = {int(h["_id"]) for h in found["hits"]["hits"]}
-                results[mode]["recall"].append(len(ids & set(truth[i].tolist())) / K)
+                results[mode]["recall"].append(recall_at_k(found["hits"]["hits"], truth[i]))
     finally:
         delete_index(ctx, index)
     return {

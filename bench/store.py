@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from bench.context import Context, create_index, delete_index, index_template_body
-from bench.recall import clustered_vectors
+from bench.recall import clustered_vectors, recall_at_k
 from bootstrap import compare
 from client.queries import knn_options
 from common.config import CODECS
@@ -148,8 +148,7 @@ def _recall(ctx: Context, index: str, data: np.ndarray) -> dict[str, Any]:
         t0 = time.perf_counter()
         hits = ctx.cluster.request("POST", f"/{index}/_search", query)["hits"]["hits"]
         ms.append((time.perf_counter() - t0) * 1000)
-        ids = {int(h["_id"]) for h in hits}
-        found.append(len(ids & set(truth[i].tolist())) / K)
+        found.append(recall_at_k(hits, truth[i]))
     return {"recall_at_10": round(float(np.mean(found)), 4), "latency_p50_ms": round(float(np.median(ms)), 2)}
 
 
