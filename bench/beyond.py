@@ -37,6 +37,7 @@ COPY_JOIN_TARGET, EXACT_JOIN_TARGET, FALSE_SHARE_TARGET = 0.95, 1.0, 0.01
 COUNT_PRECISION_TARGET, LIKE_OBJECT_TARGET, INGEST_COST_TARGET = 1.0, 0.9, 0.95
 SCALES, QUALITIES = (0.5, 0.8), (60, 80)
 SEED = 2606  # the copies' sizes and qualities
+MAX_WARM_UP_ROUNDS = 6
 
 
 def resized_copy(scene: Scene, rng: random.Random) -> bytes:
@@ -182,9 +183,10 @@ def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: 
                 progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Images/s through the shipped pipeline and through the same pipeline without the duplicate lookup, alternating
     rounds of the same scenes into two indices of the images template that grow alike; the ratio of the medians.
-    A first round each way is not measured: it warms the JVM's compiled code for both paths (on a fresh node the
-    JIT compiler's CPU otherwise lands on whichever path runs first), as a running cluster would have it."""
-    from bench.ceiling import CpuMeter, components
+    Warm-up rounds each way are not measured, until the JVM's JIT compiler takes at most `SETTLED_JIT_SHARE` of a
+    round's CPU on both paths (as bench/ceiling.py does; on a fresh node the lookup's search code was still being
+    compiled during the measured rounds: 13.7 vs 4.3 ms of JIT per image), as a running cluster would have it."""
+    from bench.ceiling import SETTLED_JIT_SHARE, CpuMeter, components
     from bench.context import template_body
     from bench.memory import stack_pids
     from bench.stats import median, summary
@@ -196,6 +198,7 @@ def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: 
     names = {"with": f"{base}-bench-{tag}-with-lookup", "without": f"{base}-bench-{tag}-without-lookup"}
     rates: dict[str, list[float]] = {"with": [], "without": []}
     cpu: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
+    warm_up = 0
     meter = CpuMeter(components(stack_pids(settings)))
     try:
         for kind, name in names.items():
@@ -203,25 +206,33 @@ def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: 
             if kind == "without":
                 body["settings"]["index"]["default_pipeline"] = plain
             client.indices.create(index=name, body=body)
-        for r in range(-1, rounds):
+        def one_round(label: str, kind: str) -> tuple[float, dict[str, float]]:
+            progress(f"ingest cost: {label}, {kind} the lookup")
+            docs = [Doc(f"{s.id}-{label}", {"image_id": s.id, "image_b64": base64.b64encode(s.jpeg).decode()})
+                    for s in scenes]
+            meter.start()
+            start = time.perf_counter()
+            outcome = bulk_index(client, names[kind], docs, label=f"{kind} the lookup, {label}")
+            seconds = time.perf_counter() - start
+            return outcome.count(names[kind]) / seconds, meter.stop(len(docs))
+
+        for w in range(MAX_WARM_UP_ROUNDS):  # until the JIT compiler has settled on both paths
+            shares = [ms["opensearch_jit"] / ms["all_components"] for ms in
+                      (one_round(f"warm-up {w + 1}", kind)[1] for kind in ("with", "without"))]
+            warm_up = w + 1
+            if max(shares) <= SETTLED_JIT_SHARE:
+                break
+        for r in range(rounds):
             for kind in (("with", "without") if r % 2 == 0 else ("without", "with")):
-                progress(f"ingest cost: {'warm-up' if r < 0 else f'round {r + 1}'}, {kind} the lookup")
-                docs = [Doc(f"{s.id}-r{r}", {"image_id": s.id, "image_b64": base64.b64encode(s.jpeg).decode()})
-                        for s in scenes]
-                meter.start()
-                start = time.perf_counter()
-                outcome = bulk_index(client, names[kind], docs, label=f"{kind} the lookup, round {r + 1}")
-                seconds = time.perf_counter() - start
-                spent = meter.stop(len(docs))
-                if r >= 0:
-                    cpu[kind].append(spent)
-                    rates[kind].append(outcome.count(names[kind]) / seconds)
+                rate, spent = one_round(f"round {r + 1}", kind)
+                cpu[kind].append(spent)
+                rates[kind].append(rate)
     finally:
         for name in names.values():
             client.indices.delete(index=name, ignore_unavailable=True)
         client.ingest.delete_pipeline(id=plain)
     components_ms = {kind: {name: round(median([c[name] for c in runs]), 2) for name in runs[0]}
                      for kind, runs in cpu.items()}
-    return {"images": len(scenes), "rounds": rounds, "with_lookup": summary(rates["with"]),
+    return {"images": len(scenes), "rounds": rounds, "warm_up_rounds": warm_up, "with_lookup": summary(rates["with"]),
             "without_lookup": summary(rates["without"]),
             "ratio": round(median(rates["with"]) / median(rates["without"]), 3), "cpu_ms_per_image": components_ms}

@@ -25,7 +25,7 @@ OPTIONS = (
 
 
 def steps(args: argparse.Namespace) -> int:
-    return 3 + 5 + 10
+    return 3 + 5 + 8
 
 
 def run(env: StageEnv) -> dict[str, Any]:
@@ -106,8 +106,8 @@ def _beyond_markdown(rel: dict[str, Any]) -> list[str]:
     w, wo = cost["with_lookup"], cost["without_lookup"]
     lines += ["", f"Ingest with the duplicate lookup {w['p50']} images/s (rounds {w['min']}–{w['max']}), without it "
               f"{wo['p50']} ({wo['min']}–{wo['max']}): ratio **{cost['ratio']}** ({cost['rounds']} alternating rounds "
-              f"of {cost['images']} scenes each way after one unmeasured round each, into two indices of the images "
-              "template; the adapter hashes "
+              f"of {cost['images']} scenes each way after {cost.get('warm_up_rounds', 1)} unmeasured round(s) each "
+              "(until the JIT compiler settled), into two indices of the images template; the adapter hashes "
               "every image either way). CPU ms per image, medians of the rounds (bench/ceiling.py's meter):", ""]
     ms = cost.get("cpu_ms_per_image", {})
     if ms:
