@@ -21,6 +21,7 @@ from common.config import Settings
 _VERSION = re.compile(r"^(?P<base>.+)-v(?P<n>[0-9]+)$")
 # OpenSearch sets this on a closed index and drops it when it reopens.
 _CLOSED_FLAG = "index.verified_before_close"
+SHARDS_ACTIVE_WAIT_S = 300.0  # a node recovering many indices after a restart; the local stack waits 240 s to start
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,10 @@ class Observed:
 
 
 def observe(cluster: Cluster, settings: Settings) -> Observed:
-    """Everything the diff compares, read once."""
+    """Everything the diff compares, read once, after the product's indices have their primaries (a restarted
+    node recovers them for a while, and they cannot be counted until then)."""
     mlc, idx = settings.ml_commons, settings.index
+    cluster.wait_primaries_active([f"{idx.name}*", f"{idx.dead_letter}*"], SHARDS_ACTIVE_WAIT_S)
     desired_names = {mlc.embed_model, mlc.analyze_model}
     return Observed(
         cluster_settings=cluster.persistent_settings(),

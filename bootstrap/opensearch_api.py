@@ -425,6 +425,19 @@ class Cluster:
         found = self.request("GET", f"/_cat/indices/{pattern}", params={"format": "json", "h": "index"})
         return sorted(row["index"] for row in found)
 
+    def wait_primaries_active(self, patterns: list[str], timeout_s: float) -> None:
+        """Returns once every index matching `patterns` has its primary shards started (health yellow or green);
+        raises ClusterError naming the health if not within `timeout_s`. After a restart a node recovers its shards
+        for a while, and until then a count or search of them answers 503 "all shards failed"; patterns matching
+        no index are ready at once."""
+        health = self.request("GET", f"/_cluster/health/{','.join(patterns)}",
+                              params={"wait_for_status": "yellow", "timeout": f"{max(1, int(timeout_s))}s"},
+                              timeout_s=timeout_s + 30)
+        if health.get("timed_out") or health.get("status") not in ("yellow", "green"):
+            raise ClusterError(f"the shards of {', '.join(patterns)} are not active after {timeout_s:.0f} s "
+                               f"(status {health.get('status')}, {health.get('initializing_shards')} initializing, "
+                               f"{health.get('unassigned_shards')} unassigned)", status=503)
+
     def count(self, index: str, query: dict | None = None) -> int:
         return int(self.request("POST", f"/{index}/_count", {"query": query} if query else None)["count"])
 

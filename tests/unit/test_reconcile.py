@@ -68,6 +68,7 @@ class MemoryCluster:
         self.dead_letter = dead_letter  # where the "ingest pipeline" sends what it cannot analyze
         self.unreachable_urls: set[str] = set()  # image_url documents whose image no longer answers
         self.fail_reindex = False
+        self.recovering = False  # as a node is after a restart, until `wait_primaries_active`
         self.calls: list[tuple[str, Any]] = []
         self._ids = itertools.count(1)
         self._clock = itertools.count(1000)
@@ -248,7 +249,14 @@ class MemoryCluster:
     def index_names(self, pattern: str) -> list[str]:
         return sorted(name for name in self.indices if fnmatch.fnmatchcase(name, pattern))
 
+    def wait_primaries_active(self, patterns: list[str], timeout_s: float) -> None:
+        if not any(fnmatch.fnmatchcase(name, p) for name in self.indices for p in patterns):
+            return
+        self.recovering = False
+
     def count(self, index: str, query: dict | None = None) -> int:
+        if self.recovering:
+            raise ClusterError("search_phase_execution_exception: all shards failed", 503)
         if self._concrete(index) in self.closed:
             raise ClusterError(f"index_closed_exception [{index}]", 400)
         return len(self._matching(self._concrete(index), query))
@@ -498,6 +506,14 @@ def test_second_run_plans_no_change(settings: Settings):
     assert again.summary().startswith("0 change(s)")
     run_apply(again, cluster)
     assert writes(cluster) == []
+
+
+def test_a_restarted_node_recovering_its_indices_is_waited_for_before_they_are_counted(settings: Settings):
+    cluster = MemoryCluster()
+    bootstrap(cluster, settings)
+    cluster.recovering = True
+    assert not plan_for(cluster, settings).changes
+    assert not cluster.recovering
 
 
 def test_dry_run_applies_nothing(settings: Settings):
