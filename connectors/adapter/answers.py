@@ -9,6 +9,7 @@ dead-letter route reads.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -43,6 +44,21 @@ def unauthorized_response() -> JSONResponse:
                           True, {"WWW-Authenticate": "Bearer"})
 
 
+# failures answered with their message alone: (status, error code, whether a retry may help)
+PLAIN_FAILURES: dict[type[Exception], tuple[int, str, bool]] = {
+    FetchRefused: (422, "image_url_refused", False),  # the URL is not one the adapter may fetch
+    FetchUnavailable: (503, "image_url_unavailable", True),  # the image's server may answer later
+    LookupFailed: (503, "duplicate_lookup_failed", True),  # OpenSearch may answer later
+    InferenceFailed: (422, "bad_image", False),  # the image itself cannot be analyzed
+}
+
+
+def _answer_with(status: int, code: str, retryable: bool) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def answer(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(status, code, str(exc), retryable)
+    return answer
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Maps each failure to its answer; `app.state` holds the outage tracker and the query cache."""
 
@@ -66,21 +82,8 @@ def add_error_handlers(app: FastAPI) -> None:
             return busy_response(f"triton unavailable, retry: {exc}", 5)
         return error_response(503, "triton_unavailable", str(exc), True)
 
-    @app.exception_handler(FetchRefused)
-    async def _refused(_: Request, exc: FetchRefused) -> JSONResponse:
-        return error_response(422, "image_url_refused", str(exc), False)
-
-    @app.exception_handler(FetchUnavailable)
-    async def _fetch_unavailable(_: Request, exc: FetchUnavailable) -> JSONResponse:
-        return error_response(503, "image_url_unavailable", str(exc), True)
-
-    @app.exception_handler(LookupFailed)
-    async def _lookup_failed(_: Request, exc: LookupFailed) -> JSONResponse:
-        return error_response(503, "duplicate_lookup_failed", str(exc), True)
-
-    @app.exception_handler(InferenceFailed)
-    async def _failed(_: Request, exc: InferenceFailed) -> JSONResponse:
-        return error_response(422, "bad_image", str(exc), False)
+    for kind, (status, code, retryable) in PLAIN_FAILURES.items():
+        app.add_exception_handler(kind, _answer_with(status, code, retryable))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
