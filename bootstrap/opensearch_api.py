@@ -95,13 +95,19 @@ def oldest(hits: Iterable[dict]) -> dict | None:
     return min(hits, key=lambda hit: age_order(hit.get("created_time"), str(hit.get("id", ""))), default=None)
 
 
+POOL_CONNECTIONS = 8  # room for the threads any caller here runs at once (bulk_index: 2 bulks, the bench: up to 4)
+
+
 def connect(settings: OpenSearchSettings, user: str | None = None, timeout_s: float = 120) -> OpenSearch:
     """The opensearch-py client under a `Cluster`. Secured: over TLS verified with the configured (or generated) CA,
     as the configured user, else as `user` (default admin) from the generated credentials. `timeout_s`: of a
-    request that does not name its own."""
+    request that does not name its own. Keeps `POOL_CONNECTIONS` connections open: urllib3 keeps one by default, so
+    with two bulks in flight from threads (client/bulk.py) one connection was opened, used once and dropped per bulk
+    (with TLS, a handshake each time)."""
     ca = settings.ca_path
     return OpenSearch(hosts=[settings.url], http_auth=settings.auth(user), ssl_show_warn=False, timeout=timeout_s,
-                      verify_certs=ca is not None or settings.verify_certs, ca_certs=str(ca) if ca else None)
+                      verify_certs=ca is not None or settings.verify_certs, ca_certs=str(ca) if ca else None,
+                      pool_maxsize=POOL_CONNECTIONS)
 
 
 def cluster_for(settings: OpenSearchSettings, user: str | None = None, timeout_s: float = 120) -> Cluster:
