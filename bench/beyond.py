@@ -167,18 +167,6 @@ def like_object(m: Measure, clicks: int, k: int = 10) -> dict[str, Any]:
             "matched_rate": matched_right / total if total else 0.0}
 
 
-def without_lookup(client: OpenSearch, pipeline: str, name: str) -> None:
-    """The shipped ingest pipeline as `name`, less the duplicate lookup: its analysis call does not name the index, so
-    the adapter looks nothing up (the content hash is then the group)."""
-    from common.contract import DUPLICATES_INDEX_PARAM
-
-    body = client.ingest.get_pipeline(id=pipeline)[pipeline]
-    for processor in body["processors"]:
-        for entry in processor.get("ml_inference", {}).get("input_map", []):
-            entry.pop(DUPLICATES_INDEX_PARAM, None)
-    client.ingest.put_pipeline(id=name, body=body)
-
-
 def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: int, tag: str,
                 progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Images/s through the shipped pipeline and through the same pipeline without the duplicate lookup, alternating
@@ -187,7 +175,7 @@ def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: 
     round's CPU on both paths (as bench/ceiling.py does; on a fresh node the lookup's search code was still being
     compiled during the measured rounds: 13.7 vs 4.3 ms of JIT per image), as a running cluster would have it."""
     from bench.ceiling import SETTLED_JIT_SHARE, CpuMeter, components
-    from bench.context import template_body
+    from bench.context import template_body, without_lookup
     from bench.memory import stack_pids
     from bench.stats import median, summary
 
@@ -236,3 +224,18 @@ def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: 
     return {"images": len(scenes), "rounds": rounds, "warm_up_rounds": warm_up, "with_lookup": summary(rates["with"]),
             "without_lookup": summary(rates["without"]),
             "ratio": round(median(rates["with"]) / median(rates["without"]), 3), "cpu_ms_per_image": components_ms}
+
+
+def measure_all(m: Measure, settings: Any, sizes: dict[str, int], progress: Callable[[str], None] = lambda _: None
+                ) -> dict[str, Any]:
+    """Duplicate groups, object counts, search by a box and the duplicate lookup's cost at ingest, on the scenes `m`
+    measures. `sizes`: resized, exact (copies), clicks (boxes), cost_images, cost_rounds."""
+    progress("duplicate groups")
+    out = {"duplicates": duplicates(m, sizes["resized"], sizes["exact"], progress)}
+    progress("object counts")
+    out["counts"] = counts(m)
+    progress("search by a box")
+    out["like_object"] = like_object(m, sizes["clicks"])
+    scenes = list(m.scenes.values())[:sizes["cost_images"]]
+    out["ingest_cost"] = ingest_cost(m.client, settings, scenes, sizes["cost_rounds"], m.tag, progress)
+    return out

@@ -34,6 +34,7 @@ import psutil
 from opensearchpy import OpenSearch, helpers
 from PIL import Image
 
+from bench.context import template_body, without_lookup
 from bench.memory import _stub_model
 from client.bulk import BulkSender, Doc, bulk_index
 from common import contract
@@ -151,8 +152,6 @@ class CpuMeter:
 def create_like(client: OpenSearch, template: str, name: str, ingest: bool, pipeline: str | None = None) -> None:
     """An index of the images template's settings and mapping, with or without its default (ingest) pipeline, or
     with `pipeline` as its default one."""
-    from bench.context import template_body
-
     found = client.indices.get_index_template(name=template)["index_templates"][0]["index_template"]["template"]
     with contextlib.suppress(Exception):
         client.indices.delete(index=name)
@@ -253,8 +252,6 @@ def run(settings: Settings, small: int, large: int, warmup: int, warmup_rounds: 
                                          "triton_max_batch_size": s.triton.max_batch_size,
                                          "client": "client/bulk.py: bulks of 16, 2 in flight"}}
         out["warm_up"] = warm_up(client, s, meter, warm_docs, warmup_rounds, progress)
-        from bench.beyond import without_lookup
-
         no_lookup = f"{s.index.ingest_pipeline}-no-lookup"
         without_lookup(client, s.index.ingest_pipeline, no_lookup)
         for name, ingest in (("ceiling-small", True), ("ceiling-raw", False), ("ceiling-large", True)):

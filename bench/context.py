@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opensearchpy import OpenSearch
 
 from bootstrap.compare import flatten_settings
 from bootstrap.opensearch_api import Cluster, ClusterError, cluster_for
 from common.config import Settings
+from common.contract import DUPLICATES_INDEX_PARAM
 from common.errors import VisualSearchError
 from common.model_facts import ClipFacts, MissingArtifactError, YoloFacts
 
@@ -148,3 +150,13 @@ def store_bytes(ctx: Context, index: str) -> int:
 
 def delete_index(ctx: Context, name: str) -> None:
     ctx.cluster.delete_index(name, missing_ok=True)
+
+
+def without_lookup(client: OpenSearch, pipeline: str, name: str) -> None:
+    """The shipped ingest pipeline as `name`, less the duplicate lookup: its analysis call does not name the index, so
+    the adapter looks nothing up (the content hash is then the group)."""
+    body = client.ingest.get_pipeline(id=pipeline)[pipeline]
+    for processor in body["processors"]:
+        for entry in processor.get("ml_inference", {}).get("input_map", []):
+            entry.pop(DUPLICATES_INDEX_PARAM, None)
+    client.ingest.put_pipeline(id=name, body=body)

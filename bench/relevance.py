@@ -161,10 +161,9 @@ def measure_all(client: OpenSearch, index: str, scenes: list[Scene], tag: str, c
 
 
 def run(settings: Any, count: int, copies: int, tag: str, progress: Callable[[str], None],
-        beyond_sizes: dict[str, int] | None = None) -> dict[str, Any]:
+        more: Callable[[Measure], dict[str, Any]] | None = None) -> dict[str, Any]:
     """The bench stage: index `count` held-out scenes into the product's index, measure, delete them again.
-    `beyond_sizes` (resized, exact, clicks, cost_images, cost_rounds): duplicate groups, object counts, search by a
-    box and the duplicate lookup's cost at ingest on the same scenes (bench/beyond.py)."""
+    `more`: further measures on the same indexed scenes (the stage adds bench/beyond.py's), merged into the result."""
     import time
 
     from bootstrap.opensearch_api import connect
@@ -187,18 +186,8 @@ def run(settings: Any, count: int, copies: int, tag: str, progress: Callable[[st
                   "dead_lettered": outcome.by_index.get(settings.index.dead_letter, 0),
                   "index_seconds": round(seconds, 1),
                   "text": m.text(), "objects_query": m.objects(), "hybrid": m.hybrid(), "image": m.image(copies)}
-        if beyond_sizes:
-            from bench import beyond
-
-            n = beyond_sizes
-            progress("duplicate groups")
-            result["duplicates"] = beyond.duplicates(m, n["resized"], n["exact"], progress)
-            progress("object counts")
-            result["counts"] = beyond.counts(m)
-            progress("search by a box")
-            result["like_object"] = beyond.like_object(m, n["clicks"])
-            result["ingest_cost"] = beyond.ingest_cost(client, settings, scenes[:n["cost_images"]], n["cost_rounds"],
-                                                       label, progress)
+        if more is not None:
+            result |= more(m)
     finally:
         client.delete_by_query(index=index, body={"query": {"term": {"tags": label}}}, refresh=True,
                                conflicts="proceed")

@@ -29,13 +29,17 @@ def steps(args: argparse.Namespace) -> int:
 
 
 def run(env: StageEnv) -> dict[str, Any]:
-    from bench import relevance
+    from bench import beyond, relevance
 
     args = env.args
     sizes = {"resized": args.duplicate_copies, "exact": max(1, args.duplicate_copies // 5), "clicks": args.box_clicks,
              "cost_images": args.cost_images, "cost_rounds": 4}
-    return relevance.run(env.ctx.settings, args.relevance_scenes, args.relevance_copies, env.tag,
-                         lambda label: env.progress(f"relevance: {label}"), beyond_sizes=sizes)
+
+    def progress(label: str) -> None:
+        env.progress(f"relevance: {label}")
+
+    return relevance.run(env.ctx.settings, args.relevance_scenes, args.relevance_copies, env.tag, progress,
+                         more=lambda m: beyond.measure_all(m, env.ctx.settings, sizes, progress))
 
 
 def targets(rel: dict[str, Any], results: Results) -> list[Target]:
