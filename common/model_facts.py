@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.errors import VisualSearchError
 
 METADATA_FILE = "metadata.json"
+# open_clip's name for a model whose architecture is a config file of its own (the bundled shapes CLIP): that file
+# travels in the export folder, and in the tokenizer's folder of a rendered Triton repository, so neither names a
+# path of the checkout it was exported from (a moved checkout, or the repository mounted in a container)
+OWN_CONFIG = "local-dir:."
+OPEN_CLIP_CONFIG = "open_clip_config.json"
 
 
 class MissingArtifactError(VisualSearchError, FileNotFoundError):
@@ -92,10 +97,21 @@ class ClipFacts(_Facts):
     image_file: str = "image.onnx"
     text_file: str = "text.onnx"
     open_clip_version: str = ""  # a re-export is due when it moves: random init and configs may change
-    # what open_clip builds and tokenizes it by: the variant name, or `local-dir:<folder>` for a model whose
-    # architecture is a config file of its own (the bundled shapes CLIP)
+    # what open_clip builds and tokenizes it by: the variant name, or OWN_CONFIG
     open_clip_name: str = ""
     export_seconds: float | None = None
+
+    @property
+    def carried_files(self) -> tuple[str, ...]:
+        """What the export folder holds besides the ONNX files and the metadata: the config it tokenizes by."""
+        return (OPEN_CLIP_CONFIG,) if self.open_clip_name == OWN_CONFIG else ()
+
+    def open_clip_ref(self, folder: Path) -> str:
+        """The name open_clip's `get_tokenizer` takes for this model, its own config read from `folder` (the export
+        folder, or a folder holding a copy of `carried_files`)."""
+        if self.open_clip_name == OWN_CONFIG:
+            return f"local-dir:{folder}"
+        return self.open_clip_name or self.variant
 
     def image_file_for(self, precision: Precision) -> str:
         """The image encoder's ONNX file at this precision (int8: its quantized copy, which must exist)."""

@@ -22,6 +22,8 @@ carries in `model.clip_weights` / `model.detector_weights`.
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -140,10 +142,12 @@ def ensure_free_networks(settings: Settings, clip: ClipFacts, yolo: YoloFacts) -
     clip_dir, yolo_dir = settings.clip_dir, settings.yolo_dir
     clip_weights = weights_label(clip.weights, clip.exported_at)
     free_clip = clip.model_copy(update={"weights": clip_weights, "int8": None, "export_seconds": None})
-    if not _current(clip_dir, clip_weights, ClipFacts, lambda f: (f.image_file, f.text_file)):
+    if not _current(clip_dir, clip_weights, ClipFacts, lambda f: (f.image_file, f.text_file, *f.carried_files)):
         clip_dir.mkdir(parents=True, exist_ok=True)
         onnx.save(image_encoder(clip), clip_dir / clip.image_file)
         onnx.save(text_encoder(clip), clip_dir / clip.text_file)
+        for name in clip.carried_files:  # the real tokenizer's config: the free text encoder takes its tokens
+            shutil.copy2(settings.exported_clip_dir / name, clip_dir / name)
         free_clip.save(clip_dir)
     yolo_weights = weights_label(yolo.weights, yolo.exported_at)
     free_yolo = yolo.model_copy(update={"weights": yolo_weights, "int8": None, "export_seconds": None,

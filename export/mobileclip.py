@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import logging
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,7 +37,7 @@ from timm.utils.model import reparameterize_model
 from torch import nn
 
 from common.config import BUNDLED_CLIP, Settings, load_config
-from common.model_facts import METADATA_FILE, ClipFacts, MissingArtifactError
+from common.model_facts import METADATA_FILE, OWN_CONFIG, ClipFacts, MissingArtifactError
 from export.shapes import CLIP_DIR
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,14 @@ def clip_variants() -> list[str]:
 
 
 def open_clip_name(variant: str) -> str:
-    """What open_clip builds and tokenizes the variant by: the bundled CLIP is a folder with its own config."""
+    """What open_clip builds the variant by here: the bundled CLIP is a folder of the checkout with its own config."""
     return f"local-dir:{CLIP_DIR}" if variant == BUNDLED_CLIP else variant
+
+
+def recorded_open_clip_name(variant: str) -> str:
+    """What the export's facts say the variant is tokenized by: the bundled CLIP by the config copied next to the
+    export (OWN_CONFIG), never by a path of this checkout."""
+    return OWN_CONFIG if variant == BUNDLED_CLIP else variant
 
 
 def _bundled_config() -> dict[str, Any]:
@@ -356,8 +363,10 @@ def export_clip(variant: str, weights: str | None, out_dir: Path) -> ClipFacts:
     result = ClipFacts(
         weights=source, exported_at=datetime.now(UTC).isoformat(timespec="seconds"), opset=OPSET,
         open_clip_version=open_clip.__version__, export_seconds=round(seconds, 1),
-        open_clip_name=open_clip_name(variant), **facts,
+        open_clip_name=recorded_open_clip_name(variant), **facts,
     )
+    for name in result.carried_files:
+        shutil.copy2(CLIP_DIR / name, out_dir / name)
     result.save(out_dir)
     log.info("exported %s in %.1f s (ONNX vs PyTorch max |diff|: image %.1e, text %.1e)",
              variant, seconds, diffs["image"], diffs["text"])
@@ -375,9 +384,10 @@ def ensure_export(variant: str, weights: str | None, out_dir: Path, force: bool 
         except (MissingArtifactError, ValueError) as exc:  # absent, or written by an older ClipFacts
             log.info("no usable CLIP export in %s (%s)", out_dir, exc)
         else:
-            same = (facts.variant, facts.weights, facts.open_clip_version) == (
-                variant, weights_source(weights, variant), open_clip.__version__)
-            files = all((out_dir / f).is_file() for f in (facts.image_file, facts.text_file))
+            recorded = (facts.variant, facts.weights, facts.open_clip_version, facts.open_clip_name or facts.variant)
+            same = recorded == (variant, weights_source(weights, variant), open_clip.__version__,
+                                recorded_open_clip_name(variant))
+            files = all((out_dir / f).is_file() for f in (facts.image_file, facts.text_file, *facts.carried_files))
             if same and files:
                 log.info("CLIP export up to date: %s (%s)", out_dir, facts.weights)
                 return facts

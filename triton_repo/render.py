@@ -201,6 +201,9 @@ def render_repository(settings: Settings, out_dir: Path, profile: str | None = N
             continue
         if payload.python_model:
             shutil.copy2(PYTHON_MODELS / payload.python_model, version / "model.py")
+            if name == "tokenizer":  # the config a model of its own tokenizes by (OWN_CONFIG), read from here
+                for carried in clip.carried_files:
+                    _place(settings.clip_dir / carried, version / carried)
         elif payload.onnx:
             _place(onnx_files[payload.onnx], version / "model.onnx")
         elif payload.dali:

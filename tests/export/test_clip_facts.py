@@ -9,7 +9,7 @@ import open_clip
 import pytest
 
 from common.config import BUNDLED_CLIP
-from common.model_facts import ClipFacts
+from common.model_facts import OWN_CONFIG, ClipFacts
 from export import mobileclip
 
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -42,6 +42,8 @@ def test_bundled_clip_facts_come_from_its_folder() -> None:
     assert facts["image_size"] == written["model_cfg"]["vision_cfg"]["image_size"]
     assert facts["mean"] == pytest.approx(written["preprocess_cfg"]["mean"])
     assert mobileclip.open_clip_name(BUNDLED_CLIP) == f"local-dir:{CLIP_DIR}"
+    # the export names no path of this checkout: its tokenizer config travels with it
+    assert mobileclip.recorded_open_clip_name(BUNDLED_CLIP) == OWN_CONFIG
     source = mobileclip.weights_source(None, BUNDLED_CLIP)
     assert source.startswith("bundled:shapes_clip@") and source != mobileclip.RANDOM_SOURCE
 
@@ -120,3 +122,24 @@ def test_ensure_export_redoes_a_stale_export(change: str, tmp_path: Path, monkey
     monkeypatch.setattr(mobileclip, "export_clip", lambda *args: calls.append(args) or existing)
     mobileclip.ensure_export(variant, weights, tmp_path)
     assert calls == [(variant, weights, tmp_path)]
+
+
+@pytest.mark.parametrize("recorded, config, reused", [
+    ("local-dir:/an/old/checkout/export/shapes/shapes_clip", True, False),  # exported before the config travelled
+    (OWN_CONFIG, False, False),  # the config it tokenizes by is missing
+    (OWN_CONFIG, True, True),
+])
+def test_bundled_export_is_reused_only_with_its_own_tokenizer_config(
+        recorded: str, config: bool, reused: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from common.model_facts import OPEN_CLIP_CONFIG
+    from export.shapes import CLIP_DIR
+
+    weights = mobileclip.weights_source(None, BUNDLED_CLIP)
+    existing = _fake_export(tmp_path, BUNDLED_CLIP, weights).model_copy(update={"open_clip_name": recorded})
+    existing.save(tmp_path)
+    if config:
+        (tmp_path / OPEN_CLIP_CONFIG).write_bytes((CLIP_DIR / OPEN_CLIP_CONFIG).read_bytes())
+    calls: list[tuple[object, ...]] = []
+    monkeypatch.setattr(mobileclip, "export_clip", lambda *args: calls.append(args) or existing)
+    mobileclip.ensure_export(BUNDLED_CLIP, None, tmp_path)
+    assert calls == ([] if reused else [(BUNDLED_CLIP, None, tmp_path)])

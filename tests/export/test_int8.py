@@ -124,7 +124,7 @@ def test_text_embeddings_match_fp32(int8: Int8Models):
     import open_clip
 
     clip, directory = int8.clip, int8.clip_dir
-    tokenizer = open_clip.get_tokenizer(getattr(clip, "open_clip_name", "") or clip.variant)  # shapes CLIP: its folder
+    tokenizer = open_clip.get_tokenizer(clip.open_clip_ref(directory))
     tokens = tokenizer(CAPTIONS, context_length=clip.context_length).numpy()
     tokens = tokens.astype(np.int64)
     fp32, quantized = _session(directory / clip.text_file), _session(directory / clip.text_file_for("int8"))

@@ -27,9 +27,9 @@ def tokenizer_corpus() -> list[str]:
     return base + CAPTIONS + randoms
 
 
-def test_tokenizer_ids_equal_open_clip(triton, clip_facts):
+def test_tokenizer_ids_equal_open_clip(triton, clip_facts, settings):
     corpus = tokenizer_corpus()
-    reference = open_clip.get_tokenizer(clip_facts.open_clip_name or clip_facts.variant)(corpus).numpy()
+    reference = open_clip.get_tokenizer(clip_facts.open_clip_ref(settings.clip_dir))(corpus).numpy()
     got = tokenize(triton, corpus)
     mismatched = [corpus[i] for i in np.flatnonzero((got != reference).any(axis=1))]
     assert got.shape == (len(corpus), clip_facts.context_length)
@@ -43,7 +43,7 @@ def test_text_encoder_matches_pytorch(triton, clip_facts, settings):
     assert source == clip_facts.weights  # the same weights the ONNX was exported from
     texts = [*CAPTIONS, "", "emoji 😀", "x" * 500]
     with torch.no_grad():
-        tokens = open_clip.get_tokenizer(clip_facts.open_clip_name or clip_facts.variant)(texts)
+        tokens = open_clip.get_tokenizer(clip_facts.open_clip_ref(settings.clip_dir))(texts)
         expected = model.encode_text(tokens, normalize=True).numpy()
     got = embed_texts(triton, texts)
     diff = float(np.abs(got - expected).max())
