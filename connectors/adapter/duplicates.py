@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from connectors.adapter.fingerprint import HASH_BITS, distance
+from connectors.adapter.fingerprint import HASH_BITS, distance, distances, words
 
 
 class Neighbours(Protocol):
@@ -34,18 +34,6 @@ class Neighbours(Protocol):
 
 class LookupFailed(Exception):
     """The index could not be searched for copies: transient (the document is dead-lettered for replay)."""
-
-
-def _popcount(words: np.ndarray) -> np.ndarray:
-    """Bits set in each uint64 (the classic SWAR count, vectorized: numpy 1.x has no bit count)."""
-    x = words - ((words >> np.uint64(1)) & np.uint64(0x5555555555555555))
-    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
-
-
-def _words(phash: str) -> np.ndarray:
-    return np.frombuffer(bytes.fromhex(phash), dtype=np.uint64)
 
 
 class RecentGroups:
@@ -67,7 +55,7 @@ class RecentGroups:
 
     def add(self, index: str, phash: str, group: str) -> None:
         slot = self._next % len(self._at)
-        self._hashes[slot] = _words(phash)
+        self._hashes[slot] = words(phash)
         self._at[slot] = self.clock()
         self._index[slot] = self._index_ids.setdefault(index, len(self._index_ids))
         self._groups[slot] = group
@@ -81,9 +69,9 @@ class RecentGroups:
         live = np.flatnonzero((self._index == index_id) & (self._at >= self.clock() - self.ttl_s))
         if not live.size:
             return None
-        distances = _popcount(self._hashes[live] ^ _words(phash)).sum(axis=1)
-        best = int(np.argmin(distances))
-        return (int(distances[best]), self._groups[live[best]]) if distances[best] <= max_distance else None
+        found = distances(self._hashes[live], phash)
+        best = int(np.argmin(found))
+        return (int(found[best]), self._groups[live[best]]) if found[best] <= max_distance else None
 
 
 @dataclass

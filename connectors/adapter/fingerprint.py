@@ -30,13 +30,26 @@ def perceptual_hash(picture: Image.Image) -> str:
     return str(imagehash.phash(picture, hash_size=HASH_SIZE))
 
 
-def hash_bits(hex_hash: str) -> np.ndarray:
-    """A perceptual hash's bits as a uint8 array of 0/1 (for many distances at once)."""
-    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_hash), dtype=np.uint8))
+def words(phash: str) -> np.ndarray:
+    """A perceptual hash as 64-bit words: what `distances` compares (an XOR and a bit count a word)."""
+    return np.frombuffer(bytes.fromhex(phash), dtype=np.uint64)
+
+
+def _popcount(values: np.ndarray) -> np.ndarray:
+    """Bits set in each uint64 (the classic SWAR count, vectorized: numpy 1.x has no bit count)."""
+    x = values - ((values >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
+
+
+def distances(many: np.ndarray, phash: str) -> np.ndarray:
+    """Hamming distance from `phash` to each row of `many` (hashes as `words`, one per row)."""
+    return _popcount(many ^ words(phash)).sum(axis=1)
 
 
 def distance(a: str, b: str) -> int:
     """Bits that differ between two perceptual hashes (Hamming distance); hashes of other lengths never match."""
     if len(a) != len(b):
         return HASH_BITS + 1
-    return int(np.count_nonzero(hash_bits(a) != hash_bits(b)))
+    return int(distances(words(a)[np.newaxis], b)[0])

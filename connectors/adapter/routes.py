@@ -113,18 +113,19 @@ async def image_bytes(body: AnalyzeRequest, state: State, limit: int) -> bytes:
     return await state.fetcher.fetch(value)
 
 
-def _look(image: bytes) -> tuple[str | None, str | None]:
-    """(thumbnail, perceptual hash), both from one small decode of the picture; (None, None) if Pillow cannot."""
+def _look(image: bytes) -> tuple[str, str | None, str | None]:
+    """(content hash, thumbnail, perceptual hash), the last two from one small decode of the picture (None if Pillow
+    cannot decode it). Run off the event loop: the decode, and the digest of an image of up to 20 MB."""
     picture = small_picture(image)
-    return (None, None) if picture is None else (thumbnail_jpeg(picture), perceptual_hash(picture))
+    digest = content_hash(image)
+    return (digest, None, None) if picture is None else (digest, thumbnail_jpeg(picture), perceptual_hash(picture))
 
 
 async def _picture_facts(body: AnalyzeRequest, state: State, image: bytes, embedding: np.ndarray
                          ) -> encode.PictureFacts:
     """Thumbnail, hashes and duplicate group: after the models accepted the image (its pixel count is bounded), and
     off the event loop (it decodes)."""
-    thumbnail, phash = await asyncio.to_thread(_look, image)
-    digest = content_hash(image)
+    digest, thumbnail, phash = await asyncio.to_thread(_look, image)
     group = body.known_group or digest
     index = body.lookup_index
     if body.known_group is None and index is not None and phash is not None and state.duplicates is not None:
