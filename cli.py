@@ -143,8 +143,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from bootstrap.opensearch_api import connect
-    from client.queries import HIDE_VECTORS, Count, Filters, one_per_picture, search_body
-    from client.results import SearchFailed, contact_sheet, like_object_body, line, search, view
+    from client.queries import Count, Filters
+    from client.results import SearchFailed, contact_sheet, line, request_body, search, view
 
     settings = load_config()
     if not args.text and not args.image and not args.like_object:
@@ -164,14 +164,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     filters = Filters(classes=tuple(args.classes or ()), min_confidence=args.min_confidence,
                       tags=tuple(args.tags or ()), since=args.since, until=args.until, counts=counts)
     client = connect(settings.opensearch)
-    if args.like_object:
-        body = like_object_body(client, settings.index.name, args.like_object, k=args.k, filters=filters,
-                                source=HIDE_VECTORS)
-    else:
-        body = search_body(text=args.text, image=image, objects=args.objects, filters=filters, k=args.k,
-                           source=HIDE_VECTORS)
-    if not args.all_copies:
-        body = one_per_picture(body)
+    body = request_body(client, settings.index.name, text=args.text, image=image, objects=args.objects,
+                        like_object=args.like_object, all_copies=args.all_copies, filters=filters, k=args.k)
     try:
         found = search(client, settings.index.name, body)
     except SearchFailed as exc:

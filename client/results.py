@@ -8,6 +8,8 @@ them onto the thumbnail (as percentages), so a thumbnail of any size lines up.
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from opensearchpy import OpenSearch
@@ -15,11 +17,14 @@ from opensearchpy.exceptions import ConnectionError as OSConnectionError
 from opensearchpy.exceptions import TransportError
 
 from client.queries import (
+    HIDE_VECTORS,
     OBJECT_QUERY_SOURCE,
     OBJECTS,
     Filters,
     like_object_query,
     matched_object,
+    one_per_picture,
+    search_body,
     stored_object_vector,
 )
 from common.errors import VisualSearchError
@@ -64,16 +69,24 @@ def opensearch_reason(info: Any, fallback: str) -> str:
     return f"{said(first)} (caused by {said(deepest)})"
 
 
-def search(client: OpenSearch, index: str, body: dict) -> dict:
-    """The search response, or SearchFailed with OpenSearch's reason."""
+@contextmanager
+def _asking(refused: Callable[[TransportError], str]) -> Iterator[None]:
+    """OpenSearch's failures as SearchFailed: unreachable (no status), or refused with `refused(exc)` as the message
+    and its status."""
     try:
-        return dict(client.search(index=index, body=body))
+        yield
     except OSConnectionError as exc:
         raise SearchFailed(f"OpenSearch is unreachable ({exc.__class__.__name__})") from exc
     except TransportError as exc:
         status = exc.status_code if isinstance(exc.status_code, int) else None
-        reason = opensearch_reason(exc.info, str(exc.error))
-        raise SearchFailed(f"OpenSearch refused the search ({exc.status_code}): {reason}", status) from exc
+        raise SearchFailed(refused(exc), status) from exc
+
+
+def search(client: OpenSearch, index: str, body: dict) -> dict:
+    """The search response, or SearchFailed with OpenSearch's reason."""
+    with _asking(lambda exc: f"OpenSearch refused the search ({exc.status_code}): "
+                             f"{opensearch_reason(exc.info, str(exc.error))}"):
+        return dict(client.search(index=index, body=body))
 
 
 def parse_object_ref(spec: str) -> tuple[str, int]:
@@ -89,19 +102,28 @@ def like_object_body(client: OpenSearch, index: str, spec: str, k: int, filters:
     """The search for images holding objects like object N of a document, with that object's stored embedding
     (read from the document: no model call, no upload)."""
     doc_id, n = parse_object_ref(spec)
-    try:
+    with _asking(lambda exc: f"no document {doc_id!r} in {index} ({exc.status_code})"):
         document = client.get(index=index, id=doc_id, _source_includes=[f"{OBJECTS}.object_embedding"])
-    except OSConnectionError as exc:
-        raise SearchFailed(f"OpenSearch is unreachable ({exc.__class__.__name__})") from exc
-    except TransportError as exc:
-        status = exc.status_code if isinstance(exc.status_code, int) else None
-        raise SearchFailed(f"no document {doc_id!r} in {index} ({exc.status_code})", status) from exc
     try:
         vector = stored_object_vector(document, n)
     except IndexError as exc:
         raise SearchFailed(str(exc), 404) from exc
     return like_object_query(vector, k, exclude_id=doc_id, filters=filters, offset=offset, candidates=candidates,
                              source=source)
+
+
+def request_body(client: OpenSearch, index: str, *, text: str | None = None, image: bytes | None = None,
+                 objects: bool = False, like_object: str | None = None, all_copies: bool = False,
+                 filters: Filters | None = None, k: int = 5, offset: int = 0, candidates: int | None = None,
+                 source: Any = HIDE_VECTORS) -> dict:
+    """The body of a search as the viewer and the CLI ask it: like a stored object (`DOC_ID:N`), else by text or
+    image; one hit per duplicate group unless `all_copies`."""
+    if like_object:
+        body = like_object_body(client, index, like_object, k, filters, offset, candidates, source)
+    else:
+        body = search_body(text=text, image=image, objects=objects, filters=filters, k=k, offset=offset,
+                           candidates=candidates, source=source)
+    return body if all_copies else one_per_picture(body)
 
 
 def view(hit: dict) -> dict:

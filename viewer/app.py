@@ -23,17 +23,8 @@ from fastapi.staticfiles import StaticFiles
 from opensearchpy import OpenSearch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from client.queries import (
-    HIDE_VECTORS,
-    OBJECTS,
-    Count,
-    Filters,
-    class_facets,
-    one_per_picture,
-    search_body,
-    with_class_facets,
-)
-from client.results import SearchFailed, like_object_body, search, view
+from client.queries import OBJECTS, Count, Filters, class_facets, with_class_facets
+from client.results import SearchFailed, request_body, search, view
 from common.config import Settings, load_config
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -148,15 +139,10 @@ def create_app(settings: Settings | None = None, client: OpenSearch | None = Non
         results, one hit per duplicate group unless every copy is asked for."""
         offset = (request.page - 1) * request.size
         candidates = max(MIN_CANDIDATES, offset + 2 * request.size)
-        if request.like_object:
-            body = like_object_body(opensearch, index, request.like_object, request.size, request.filters(),
-                                    offset, candidates, source=HIDE_VECTORS)
-        else:
-            body = search_body(text=request.q, image=request.image_bytes(), objects=request.objects,
-                               filters=request.filters(), k=request.size, offset=offset, candidates=candidates,
-                               source=HIDE_VECTORS)
-        body = with_class_facets(body)
-        return body if request.all_copies else one_per_picture(body)
+        return with_class_facets(request_body(
+            opensearch, index, text=request.q, image=request.image_bytes(), objects=request.objects,
+            like_object=request.like_object, all_copies=request.all_copies, filters=request.filters(),
+            k=request.size, offset=offset, candidates=candidates))
 
     @app.post("/api/search")
     def run_search(request: SearchRequest) -> Any:
