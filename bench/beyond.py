@@ -174,13 +174,12 @@ def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: 
     Warm-up rounds each way are not measured, until the JVM's JIT compiler takes at most `SETTLED_JIT_SHARE` of a
     round's CPU on both paths (as bench/ceiling.py does; on a fresh node the lookup's search code was still being
     compiled during the measured rounds: 13.7 vs 4.3 ms of JIT per image), as a running cluster would have it."""
-    from bench.ceiling import SETTLED_JIT_SHARE, CpuMeter, components
-    from bench.context import template_body, without_lookup
+    from bench.ceiling import CpuMeter, components, create_like, jit_settled
+    from bench.context import without_lookup
     from bench.memory import stack_pids
     from bench.stats import median, summary
 
     base, pipeline = settings.index.name, settings.index.ingest_pipeline
-    found = client.indices.get_index_template(name=base)["index_templates"][0]["index_template"]["template"]
     plain = f"{pipeline}-bench-{tag}-nolookup"
     without_lookup(client, pipeline, plain)
     names = {"with": f"{base}-bench-{tag}-with-lookup", "without": f"{base}-bench-{tag}-without-lookup"}
@@ -188,27 +187,24 @@ def ingest_cost(client: OpenSearch, settings: Any, scenes: list[Scene], rounds: 
     cpu: dict[str, list[dict[str, float]]] = {"with": [], "without": []}
     warm_up = 0
     meter = CpuMeter(components(stack_pids(settings)))
+
+    def one_round(label: str, kind: str) -> tuple[float, dict[str, float]]:
+        progress(f"ingest cost: {label}, {kind} the lookup")
+        docs = [Doc(f"{s.id}-{label}", {"image_id": s.id, "image_b64": base64.b64encode(s.jpeg).decode()})
+                for s in scenes]
+        meter.start()
+        start = time.perf_counter()
+        outcome = bulk_index(client, names[kind], docs, label=f"{kind} the lookup, {label}")
+        seconds = time.perf_counter() - start
+        return outcome.count(names[kind]) / seconds, meter.stop(len(docs))
+
     try:
         for kind, name in names.items():
-            body = template_body(found, with_ingest_pipeline=True)
-            if kind == "without":
-                body["settings"]["index"]["default_pipeline"] = plain
-            client.indices.create(index=name, body=body)
-        def one_round(label: str, kind: str) -> tuple[float, dict[str, float]]:
-            progress(f"ingest cost: {label}, {kind} the lookup")
-            docs = [Doc(f"{s.id}-{label}", {"image_id": s.id, "image_b64": base64.b64encode(s.jpeg).decode()})
-                    for s in scenes]
-            meter.start()
-            start = time.perf_counter()
-            outcome = bulk_index(client, names[kind], docs, label=f"{kind} the lookup, {label}")
-            seconds = time.perf_counter() - start
-            return outcome.count(names[kind]) / seconds, meter.stop(len(docs))
-
+            create_like(client, base, name, True, pipeline=plain if kind == "without" else None)
         for w in range(MAX_WARM_UP_ROUNDS):  # until the JIT compiler has settled on both paths
-            shares = [ms["opensearch_jit"] / ms["all_components"] for ms in
-                      (one_round(f"warm-up {w + 1}", kind)[1] for kind in ("with", "without"))]
+            readings = [one_round(f"warm-up {w + 1}", kind)[1] for kind in ("with", "without")]
             warm_up = w + 1
-            if max(shares) <= SETTLED_JIT_SHARE:
+            if all(jit_settled(ms) for ms in readings):
                 break
         for r in range(rounds):
             for kind in (("with", "without") if r % 2 == 0 else ("without", "with")):

@@ -225,9 +225,14 @@ def warm_up(client: OpenSearch, settings: Settings, meter: CpuMeter, docs: list[
         rounds.append({"images_per_s": run["images_per_s"], "opensearch_ms": cpu["opensearch"],
                        "opensearch_jit_ms": cpu["opensearch_jit"], "all_ms": cpu["all_components"],
                        "lost": run["lost"]})
-        if cpu["opensearch_jit"] <= SETTLED_JIT_SHARE * cpu["all_components"]:
+        if jit_settled(cpu):
             break
     return rounds
+
+
+def jit_settled(cpu_ms: dict[str, float]) -> bool:
+    """Whether the JVM's JIT compiler took at most `SETTLED_JIT_SHARE` of a round's CPU (a CpuMeter reading)."""
+    return cpu_ms["opensearch_jit"] <= SETTLED_JIT_SHARE * cpu_ms["all_components"]
 
 
 def run(settings: Settings, small: int, large: int, warmup: int, warmup_rounds: int,
